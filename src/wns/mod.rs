@@ -1,0 +1,24 @@
+//! The sans-IO WNS protocol core: everything about WNS that can be decided
+//! without a socket.
+//!
+//! - [`channel`]: which URIs may receive a bearer token ([`ChannelUri`]);
+//! - [`credentials`]: the two token flows, request building and answer parsing;
+//! - [`request`]: the raw-push request and its headers;
+//! - [`outcome`]: classifying answers into the one [`Outcome`] type;
+//! - [`correlation`]: fresh `MS-CV` values.
+//!
+//! Nothing here does IO or keeps state; the transport and engine call into it.
+
+pub mod channel;
+pub mod correlation;
+pub mod credentials;
+pub mod outcome;
+pub mod request;
+
+pub use channel::{ChannelUri, ChannelUriError};
+pub use correlation::CorrelationVector;
+pub use credentials::{AccessToken, Credentials, Secret, TokenResponseError};
+pub use outcome::{classify, Classified, MdmAction, Outcome, OutcomeKind, WnsHeaders};
+pub use request::{
+    build_push, CachePolicy, Payload, PayloadError, Priority, PushOptions, MAX_PAYLOAD,
+};

@@ -1,0 +1,300 @@
+//! Building the raw-push request, sans IO.
+//!
+//! [`build_push`] turns a [`ChannelUri`], a bearer token, a [`Payload`] and
+//! [`PushOptions`] into an `http::Request<Bytes>` with exactly the headers WNS
+//! documents for a raw notification. The transport sends it as it is: the body
+//! has a known length (so no chunking), and no `Expect` header is ever added.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::{Method, Request};
+
+use super::channel::ChannelUri;
+use super::correlation::CorrelationVector;
+use super::credentials::Secret;
+
+/// The largest raw payload WNS accepts, in bytes (a bigger one gets 413).
+pub const MAX_PAYLOAD: usize = 5000;
+
+/// `X-WNS-Type`.
+pub static X_WNS_TYPE: HeaderName = HeaderName::from_static("x-wns-type");
+/// `X-WNS-Cache-Policy`.
+pub static X_WNS_CACHE_POLICY: HeaderName = HeaderName::from_static("x-wns-cache-policy");
+/// `X-WNS-TTL`.
+pub static X_WNS_TTL: HeaderName = HeaderName::from_static("x-wns-ttl");
+/// `X-WNS-RequestForStatus`.
+pub static X_WNS_REQUEST_FOR_STATUS: HeaderName = HeaderName::from_static("x-wns-requestforstatus");
+/// `X-WNS-PRIORITY`.
+pub static X_WNS_PRIORITY: HeaderName = HeaderName::from_static("x-wns-priority");
+/// `MS-CV`.
+pub static MS_CV: HeaderName = HeaderName::from_static("ms-cv");
+
+/// The body of a raw notification: non-empty and at most [`MAX_PAYLOAD`] bytes.
+/// MDM ignores the content, but WNS refuses an empty one. Cheap to clone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload(Bytes);
+
+/// Why a payload was refused before sending.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// Zero bytes.
+    #[error("raw payload is empty; WNS requires at least one byte")]
+    Empty,
+    /// More than [`MAX_PAYLOAD`] bytes.
+    #[error("raw payload is {0} bytes; WNS accepts at most {MAX_PAYLOAD}")]
+    TooLarge(usize),
+}
+
+impl Payload {
+    /// Checks and wraps a payload.
+    pub fn new(bytes: impl Into<Bytes>) -> Result<Self, PayloadError> {
+        let b = bytes.into();
+        match b.len() {
+            0 => Err(PayloadError::Empty),
+            n if n > MAX_PAYLOAD => Err(PayloadError::TooLarge(n)),
+            _ => Ok(Payload(b)),
+        }
+    }
+
+    /// The default wake payload, `wake` (MDM ignores the content).
+    pub fn wake() -> Self {
+        Payload(Bytes::from_static(b"wake"))
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Payload::wake()
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Payload({} bytes)", self.0.len())
+    }
+}
+
+/// `X-WNS-Cache-Policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CachePolicy {
+    /// WNS keeps one raw push for an offline device (the default for a wake).
+    Cache,
+    /// An offline device never sees the push.
+    NoCache,
+}
+
+impl CachePolicy {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CachePolicy::Cache => "cache",
+            CachePolicy::NoCache => "no-cache",
+        }
+    }
+}
+
+/// `X-WNS-PRIORITY`: 1 high .. 4 very low. Raw pushes default to 3 at WNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Priority {
+    /// 1.
+    High,
+    /// 2.
+    Medium,
+    /// 3.
+    Low,
+    /// 4 (never delivered under battery saver).
+    VeryLow,
+}
+
+impl Priority {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Priority::High => "1",
+            Priority::Medium => "2",
+            Priority::Low => "3",
+            Priority::VeryLow => "4",
+        })
+    }
+}
+
+/// The optional WNS headers of one push.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PushOptions {
+    /// Default [`CachePolicy::Cache`]: a wake should wait for an offline device.
+    pub cache_policy: CachePolicy,
+    /// `X-WNS-TTL`; `None` sends no header (no expiry at WNS).
+    #[serde(with = "opt_secs", default)]
+    pub ttl: Option<Duration>,
+    /// `X-WNS-RequestForStatus: true` asks for `X-WNS-DeviceConnectionStatus`.
+    pub request_for_status: bool,
+    /// `X-WNS-PRIORITY`; `None` sends no header.
+    pub priority: Option<Priority>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            cache_policy: CachePolicy::Cache,
+            ttl: None,
+            request_for_status: false,
+            priority: None,
+        }
+    }
+}
+
+mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_secs))
+    }
+}
+
+/// Builds the raw-push request with an absolute URI (the transport turns it into
+/// origin form for HTTP/1.1) and every header WNS asks for.
+///
+/// The channel's host was validated by [`ChannelUri::parse`]; that check is the
+/// only way to get a `ChannelUri`, so a bearer token can reach nothing else.
+pub fn build_push(
+    channel: &ChannelUri,
+    token: &Secret,
+    payload: &Payload,
+    options: &PushOptions,
+    cv: &CorrelationVector,
+) -> Result<Request<Bytes>, http::Error> {
+    let mut auth = HeaderValue::try_from(format!("Bearer {}", token.expose()))?;
+    auth.set_sensitive(true);
+    let mut b = Request::builder()
+        .method(Method::POST)
+        .uri(channel.as_str())
+        .header(HOST, channel.authority())
+        .header(AUTHORIZATION, auth)
+        .header(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )
+        .header(&X_WNS_TYPE, HeaderValue::from_static("wns/raw"))
+        .header(CONTENT_LENGTH, payload.0.len())
+        .header(
+            &X_WNS_CACHE_POLICY,
+            HeaderValue::from_static(options.cache_policy.as_str()),
+        )
+        .header(&MS_CV, cv.as_str());
+    if let Some(ttl) = options.ttl {
+        b = b.header(&X_WNS_TTL, ttl.as_secs());
+    }
+    if options.request_for_status {
+        b = b.header(&X_WNS_REQUEST_FOR_STATUS, HeaderValue::from_static("true"));
+    }
+    if let Some(p) = options.priority {
+        b = b.header(&X_WNS_PRIORITY, p.header());
+    }
+    b.body(payload.0.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chan() -> ChannelUri {
+        ChannelUri::parse("https://db5p.notify.windows.com/?token=AwYAAAB%2bq%3d%3d").unwrap()
+    }
+
+    #[test]
+    fn payload_bounds() {
+        assert_eq!(Payload::new(Bytes::new()), Err(PayloadError::Empty));
+        assert!(Payload::new(vec![b'x'; MAX_PAYLOAD]).is_ok());
+        assert_eq!(
+            Payload::new(vec![b'x'; MAX_PAYLOAD + 1]),
+            Err(PayloadError::TooLarge(5001))
+        );
+        assert_eq!(Payload::wake().bytes().len(), 4);
+    }
+
+    #[test]
+    fn raw_push_has_exact_headers() {
+        let cv = CorrelationVector::new();
+        let req = build_push(
+            &chan(),
+            &Secret::new("tok"),
+            &Payload::wake(),
+            &PushOptions::default(),
+            &cv,
+        )
+        .unwrap();
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(
+            req.uri().to_string(),
+            "https://db5p.notify.windows.com/?token=AwYAAAB%2bq%3d%3d"
+        );
+        let h = req.headers();
+        assert_eq!(h[HOST], "db5p.notify.windows.com");
+        assert_eq!(h[AUTHORIZATION], "Bearer tok");
+        assert!(h[AUTHORIZATION].is_sensitive());
+        assert_eq!(h[CONTENT_TYPE], "application/octet-stream");
+        assert_eq!(h["x-wns-type"], "wns/raw");
+        assert_eq!(h[CONTENT_LENGTH], "4");
+        assert_eq!(h["x-wns-cache-policy"], "cache");
+        assert_eq!(h["ms-cv"], cv.as_str());
+        assert!(h.get("x-wns-ttl").is_none());
+        assert!(h.get("x-wns-requestforstatus").is_none());
+        assert!(h.get("x-wns-priority").is_none());
+        assert!(h.get(http::header::EXPECT).is_none());
+        assert!(h.get(http::header::TRANSFER_ENCODING).is_none());
+        assert_eq!(req.body().as_ref(), b"wake");
+    }
+
+    #[test]
+    fn optional_headers() {
+        let opts = PushOptions {
+            cache_policy: CachePolicy::NoCache,
+            ttl: Some(Duration::from_secs(3600)),
+            request_for_status: true,
+            priority: Some(Priority::High),
+        };
+        let cv = CorrelationVector::new();
+        let req = build_push(
+            &chan(),
+            &Secret::new("t"),
+            &Payload::new(&b"hi"[..]).unwrap(),
+            &opts,
+            &cv,
+        )
+        .unwrap();
+        let h = req.headers();
+        assert_eq!(h["x-wns-cache-policy"], "no-cache");
+        assert_eq!(h["x-wns-ttl"], "3600");
+        assert_eq!(h["x-wns-requestforstatus"], "true");
+        assert_eq!(h["x-wns-priority"], "1");
+        assert_eq!(h[CONTENT_LENGTH], "2");
+    }
+
+    #[test]
+    fn token_with_bad_bytes_is_an_error_not_a_panic() {
+        let cv = CorrelationVector::new();
+        let r = build_push(
+            &chan(),
+            &Secret::new("a\r\nb"),
+            &Payload::wake(),
+            &PushOptions::default(),
+            &cv,
+        );
+        assert!(r.is_err());
+    }
+}
