@@ -17,7 +17,7 @@ pub mod request;
 
 pub use channel::{ChannelUri, ChannelUriError};
 pub use correlation::CorrelationVector;
-pub use credentials::{AccessToken, Credentials, Secret, TokenResponseError};
+pub use credentials::{AccessToken, Credentials, CredentialsError, Secret, TokenResponseError};
 pub use outcome::{classify, Classified, MdmAction, Outcome, OutcomeKind, WnsHeaders};
 pub use request::{
     build_push, CachePolicy, Payload, PayloadError, Priority, PushOptions, MAX_PAYLOAD,

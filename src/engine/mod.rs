@@ -1,0 +1,423 @@
+//! The engine: tenants, shards, the per-PFN limiter, retries, and the public API.
+//!
+//! ```text
+//! submit(Notification)
+//!   -> tenant lookup, admission (per-tenant pending bound: submit waits when full)
+//!   -> shard = hash(channel) % shards        (bounded queue per shard)
+//!   -> shard worker: coalesce per channel, run delivery
+//!        delivery: in-flight slot -> PFN limiter -> TokenCache -> build_push
+//!                  -> Transport::send -> classify -> retry / refresh / final
+//!   -> every waiter of that channel gets the Outcome; metrics recorded
+//! ```
+//!
+//! - [`token`]: the lock-free, single-flight [`TokenCache`];
+//! - [`tenant`]: tenants, rate limits;
+//! - [`retry`]: the [`RetryPolicy`];
+//! - `shard`: the worker and the life of one wake (the hot path).
+
+mod shard;
+pub mod retry;
+pub mod tenant;
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::stream::{Stream, StreamExt};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+pub use retry::RetryPolicy;
+pub use tenant::{RateLimit, TenantConfig};
+pub use token::{TokenCache, TokenError};
+
+use crate::telemetry::{EngineGauges, TenantMetrics};
+use crate::transport::{Transport, TransportBuildError, TransportConfig};
+use crate::wns::{ChannelUri, ChannelUriError, CredentialsError, Outcome, OutcomeKind, Payload, PushOptions};
+use tenant::{PfnLimiter, Tenant};
+
+/// One wake for one device.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    /// The tenant name (see [`TenantConfig::name`]).
+    pub tenant: Arc<str>,
+    /// Where to push.
+    pub channel: ChannelUri,
+    /// The raw body (ignored by MDM, never empty).
+    pub payload: Payload,
+    /// Cache policy, TTL, priority, request-for-status.
+    pub options: PushOptions,
+    /// Do not push after this time; the outcome is then `expired`.
+    pub not_after: Option<SystemTime>,
+}
+
+impl Notification {
+    /// A default wake (`cache`, payload `wake`) for `channel` of `tenant`.
+    pub fn wake(tenant: impl Into<Arc<str>>, channel: ChannelUri) -> Self {
+        Notification {
+            tenant: tenant.into(),
+            channel,
+            payload: Payload::wake(),
+            options: PushOptions::default(),
+            not_after: None,
+        }
+    }
+
+    /// Parses `channel_uri` and makes a default wake; the error says why the URI is refused.
+    pub fn parse(tenant: impl Into<Arc<str>>, channel_uri: &str) -> Result<Self, ChannelUriError> {
+        Ok(Self::wake(tenant, ChannelUri::parse(channel_uri)?))
+    }
+}
+
+/// Engine-wide settings (tenants and transport are given to the builder).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Shard count. Default: twice the available cores, at least 2.
+    pub shards: usize,
+    /// Queue capacity per shard. Default 1024.
+    pub queue_per_shard: usize,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// How long a rejected credential is remembered before the token endpoint is
+    /// asked again. Default 60 s.
+    pub credential_retry_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        EngineConfig {
+            shards: (cores * 2).max(2),
+            queue_per_shard: 1024,
+            retry: RetryPolicy::default(),
+            credential_retry_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// No tenant was configured.
+    #[error("no tenant is configured; add at least one with EngineBuilder::tenant")]
+    NoTenants,
+    /// Two tenants share a name.
+    #[error("tenant {0:?} is configured twice")]
+    DuplicateTenant(String),
+    /// A tenant's credentials are malformed.
+    #[error("tenant {tenant:?}: {error}")]
+    Credentials {
+        /// The tenant.
+        tenant: String,
+        /// What is wrong.
+        error: CredentialsError,
+    },
+    /// The transport could not be built.
+    #[error(transparent)]
+    Transport(#[from] TransportBuildError),
+    /// `build` was called outside a tokio runtime.
+    #[error("the engine must be built inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// Builds an [`Engine`].
+#[derive(Debug, Default)]
+pub struct EngineBuilder {
+    config: EngineConfig,
+    transport: TransportConfig,
+    tenants: Vec<TenantConfig>,
+}
+
+impl EngineBuilder {
+    /// Adds a tenant.
+    pub fn tenant(mut self, t: TenantConfig) -> Self {
+        self.tenants.push(t);
+        self
+    }
+    /// Sets the transport configuration.
+    pub fn transport(mut self, t: TransportConfig) -> Self {
+        self.transport = t;
+        self
+    }
+    /// Sets the engine-wide configuration.
+    pub fn config(mut self, c: EngineConfig) -> Self {
+        self.config = c;
+        self
+    }
+    /// Sets the retry policy.
+    pub fn retry(mut self, r: RetryPolicy) -> Self {
+        self.config.retry = r;
+        self
+    }
+    /// Sets the shard count.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.shards = n.max(1);
+        self
+    }
+
+    /// Builds the engine and starts its shard workers (inside a tokio runtime).
+    /// Install a metrics recorder before this if you want metrics.
+    pub fn build(self) -> Result<Engine, BuildError> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        if self.tenants.is_empty() {
+            return Err(BuildError::NoTenants);
+        }
+        let transport = Transport::new(self.transport)?;
+        let mut limiters: HashMap<String, Arc<PfnLimiter>> = HashMap::new();
+        let mut tenants = HashMap::new();
+        for t in self.tenants {
+            t.credentials.validate().map_err(|error| BuildError::Credentials { tenant: t.name.clone(), error })?;
+            let name: Arc<str> = Arc::from(t.name.as_str());
+            let metrics = TenantMetrics::new(&t.name);
+            let pfn = t.pfn.clone().unwrap_or_else(|| t.name.clone());
+            let limiter = limiters.entry(pfn).or_insert_with(|| Arc::new(PfnLimiter::new(t.rate_limit))).clone();
+            let tokens = Arc::new(TokenCache::new(
+                name.clone(),
+                t.credentials,
+                transport.clone(),
+                metrics.clone(),
+                self.config.credential_retry_interval,
+            ));
+            let tenant = Tenant {
+                tokens,
+                limiter,
+                metrics,
+                pending: Arc::new(Semaphore::new(t.max_pending)),
+                in_flight: Arc::new(Semaphore::new(t.max_in_flight)),
+            };
+            if tenants.insert(name, Arc::new(tenant)).is_some() {
+                return Err(BuildError::DuplicateTenant(t.name));
+            }
+        }
+        let (draining_tx, draining) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            transport,
+            retry: self.config.retry.clone(),
+            gauges: EngineGauges::new(),
+            draining: draining.clone(),
+        });
+        let mut queues = Vec::new();
+        let mut workers = Vec::new();
+        for _ in 0..self.config.shards.max(1) {
+            let (tx, rx) = mpsc::channel(self.config.queue_per_shard.max(1));
+            queues.push(tx);
+            workers.push(rt.spawn(shard::run_shard(shared.clone(), rx, draining.clone())));
+        }
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                shared,
+                tenants,
+                queues,
+                workers: Mutex::new(workers),
+                closing: AtomicBool::new(false),
+                draining_tx,
+                rejected: TenantMetrics::new("_none"),
+                retry_deadline: self.config.retry.deadline,
+            }),
+        })
+    }
+}
+
+/// State every delivery reads.
+pub(crate) struct Shared {
+    pub(crate) transport: Transport,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) gauges: EngineGauges,
+    pub(crate) draining: watch::Receiver<bool>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    tenants: HashMap<Arc<str>, Arc<Tenant>>,
+    queues: Vec<mpsc::Sender<shard::Job>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    closing: AtomicBool,
+    draining_tx: watch::Sender<bool>,
+    rejected: TenantMetrics,
+    retry_deadline: Duration,
+}
+
+/// The WNS wake engine. Cheap to clone; all clones share one engine.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use fleetwake::{Engine, TenantConfig, Notification, Credentials, Secret};
+/// let engine = Engine::builder()
+///     .tenant(TenantConfig::new("contoso", Credentials::PackageSid {
+///         package_sid: "ms-app://S-1-15-2-1".into(),
+///         secret: Secret::new(std::env::var("WNS_SECRET")?),
+///     }))
+///     .build()?;
+/// let n = Notification::parse("contoso", "https://db5p.notify.windows.com/?token=AwYAAAB")?;
+/// let outcome = engine.submit(n).await;
+/// println!("{} -> {}", outcome.kind, outcome.mdm_action().describe());
+/// engine.shutdown(std::time::Duration::from_secs(30)).await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("tenants", &self.inner.tenants.keys().collect::<Vec<_>>())
+            .field("shards", &self.inner.queues.len())
+            .finish()
+    }
+}
+
+/// What [`Engine::shutdown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// True when everything accepted reached a final outcome within the grace period.
+    pub drained: bool,
+}
+
+impl Engine {
+    /// A builder with default settings.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// Sends one wake and waits for its final outcome. Waits first when the
+    /// tenant's pending bound or the shard queue is full. Never panics; every
+    /// failure is an [`Outcome`].
+    pub async fn submit(&self, n: Notification) -> Outcome {
+        let submitted = Instant::now();
+        let inner = &self.inner;
+        let Some(tenant) = inner.tenants.get(&n.tenant) else {
+            let o = Outcome::local(OutcomeKind::UnknownTenant, format!("tenant {:?} is not configured", &*n.tenant));
+            inner.rejected.outcome(o.kind, Duration::ZERO);
+            return o;
+        };
+        if let Some(na) = n.not_after {
+            if SystemTime::now() >= na {
+                let o = Outcome::local(OutcomeKind::Expired, "not_after passed before the wake was sent");
+                tenant.metrics.outcome(o.kind, Duration::ZERO);
+                return o;
+            }
+        }
+        let shut = |tenant: &Tenant| {
+            let o = Outcome::local(OutcomeKind::ShutDown, "the engine is shutting down; the wake was not sent");
+            tenant.metrics.outcome(o.kind, submitted.elapsed());
+            o
+        };
+        if inner.closing.load(Ordering::Acquire) {
+            return shut(tenant);
+        }
+        let Ok(permit) = tenant.pending.clone().acquire_owned().await else {
+            return shut(tenant);
+        };
+        if inner.closing.load(Ordering::Acquire) {
+            return shut(tenant);
+        }
+        let mut deadline = submitted + inner.retry_deadline;
+        if let Some(na) = n.not_after {
+            if let Ok(left) = na.duration_since(SystemTime::now()) {
+                deadline = deadline.min(Instant::now() + left);
+            }
+        }
+        let shard = shard_of(n.channel.as_str(), inner.queues.len());
+        let (reply, rx) = oneshot::channel();
+        let job = shard::Job { notification: n, tenant: tenant.clone(), submitted, deadline, reply, permit };
+        inner.shared.gauges.pending.increment(1.0);
+        if inner.queues[shard].send(job).await.is_err() {
+            inner.shared.gauges.pending.decrement(1.0);
+            return shut(tenant);
+        }
+        match rx.await {
+            Ok(o) => o,
+            // The shard was aborted after the shutdown grace period.
+            Err(_) => shut(tenant),
+        }
+    }
+
+    /// Sends many wakes concurrently (up to `concurrency` at once) and yields
+    /// `(key, outcome)` for each as it completes. The key is yours: a device id,
+    /// a row number. Input is pulled lazily, so the stream can be any size.
+    pub fn submit_stream<K, S>(&self, input: S, concurrency: usize) -> impl Stream<Item = (K, Outcome)> + Send + 'static
+    where
+        K: Send + 'static,
+        S: Stream<Item = (K, Notification)> + Send + 'static,
+    {
+        let engine = self.clone();
+        input
+            .map(move |(k, n)| {
+                let e = engine.clone();
+                async move { (k, e.submit(n).await) }
+            })
+            .buffer_unordered(concurrency.max(1))
+    }
+
+    /// [`Engine::submit_stream`] over an iterator.
+    pub fn submit_iter<K, I>(&self, input: I, concurrency: usize) -> impl Stream<Item = (K, Outcome)> + Send + 'static
+    where
+        K: Send + 'static,
+        I: IntoIterator<Item = (K, Notification)>,
+        I::IntoIter: Send + 'static,
+    {
+        self.submit_stream(futures_util::stream::iter(input), concurrency)
+    }
+
+    /// Token requests sent so far for `tenant` (None for an unknown tenant).
+    pub fn token_requests(&self, tenant: &str) -> Option<u64> {
+        self.inner.tenants.get(tenant).map(|t| t.tokens.requests_sent())
+    }
+
+    /// The transport (for protocol introspection).
+    pub fn transport(&self) -> &Transport {
+        &self.inner.shared.transport
+    }
+
+    /// Stops taking wakes and drains: queued and in-flight wakes finish (waiting
+    /// retries end at once with their last, retryable, outcome). After `grace`,
+    /// whatever is left ends as `shut_down`. New submits get `shut_down` at once.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        self.inner.closing.store(true, Ordering::Release);
+        let _ = self.inner.draining_tx.send(true);
+        let workers: Vec<_> = std::mem::take(&mut *self.inner.workers.lock());
+        let aborts: Vec<_> = workers.iter().map(|w| w.abort_handle()).collect();
+        let all = futures_util::future::join_all(workers);
+        let drained = tokio::time::timeout(grace, all).await.is_ok();
+        if !drained {
+            for a in aborts {
+                a.abort();
+            }
+        }
+        ShutdownReport { drained }
+    }
+}
+
+/// FNV-1a over the channel URI: the same channel always lands on the same shard.
+fn shard_of(channel: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in channel.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_is_stable_and_spread() {
+        let mut counts = [0usize; 4];
+        for i in 0..4000 {
+            let c = format!("https://db5p.notify.windows.com/?token=dev{i}");
+            let s = shard_of(&c, 4);
+            assert_eq!(s, shard_of(&c, 4));
+            counts[s] += 1;
+        }
+        for c in counts {
+            assert!((800..1200).contains(&c), "{counts:?}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The hot path. A shard owns a bounded queue and the wakes whose channels hash
+//! to it; [`run_shard`] is its worker and [`deliver`] the life of one wake.
+//!
+//! Shard invariants:
+//! - A channel always maps to the same shard, so the shard's coalescing map is
+//!   the only place that knows whether a wake for that channel is already queued
+//!   or in flight. A second wake for it is merged (not sent) and gets the same
+//!   outcome: WNS caches only one raw push per channel anyway.
+//! - Deliveries run as futures inside the shard task, so a delivery waiting for a
+//!   rate-limit cell or a retry timer holds no worker thread and no connection.
+//! - On shutdown the queue is closed for new wakes but drained; waiting retries
+//!   end at once with their last (retryable) outcome.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+
+use super::tenant::Tenant;
+use super::{Notification, Shared};
+use crate::wns::{build_push, classify, CorrelationVector, Outcome, OutcomeKind};
+
+/// One accepted wake on its way to a shard.
+pub(crate) struct Job {
+    pub(crate) notification: Notification,
+    pub(crate) tenant: Arc<Tenant>,
+    pub(crate) submitted: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) reply: oneshot::Sender<Outcome>,
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
+struct Waiter {
+    reply: oneshot::Sender<Outcome>,
+    tenant: Arc<Tenant>,
+    submitted: Instant,
+    coalesced: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+type Delivery = Pin<Box<dyn Future<Output = (Arc<str>, Outcome)> + Send>>;
+
+/// The shard worker: takes wakes from its queue, merges duplicates, runs
+/// deliveries concurrently, and hands every waiter its outcome.
+pub(crate) async fn run_shard(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, mut draining: watch::Receiver<bool>) {
+    let mut waiting: HashMap<Arc<str>, Vec<Waiter>> = HashMap::new();
+    let mut running: FuturesUnordered<Delivery> = FuturesUnordered::new();
+    let mut intake_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some((key, outcome)) = running.next(), if !running.is_empty() => {
+                resolve(&shared, waiting.remove(&key).unwrap_or_default(), outcome);
+            }
+            job = rx.recv(), if intake_open => match job {
+                Some(job) => accept(&shared, &mut waiting, &mut running, job),
+                None => intake_open = false,
+            },
+            changed = draining.changed(), if intake_open => {
+                // Stop taking new wakes; what is buffered is still drained.
+                if changed.is_err() || *draining.borrow() {
+                    rx.close();
+                }
+            }
+            else => break,
+        }
+    }
+}
+
+fn accept(shared: &Arc<Shared>, waiting: &mut HashMap<Arc<str>, Vec<Waiter>>, running: &mut FuturesUnordered<Delivery>, job: Job) {
+    let key = job.notification.channel.shared().clone();
+    let Job { notification, tenant, submitted, deadline, reply, permit } = job;
+    if let Some(ws) = waiting.get_mut(&key) {
+        tenant.metrics.coalesced();
+        ws.push(Waiter { reply, tenant, submitted, coalesced: true, _permit: permit });
+        return;
+    }
+    waiting.insert(key.clone(), vec![Waiter { reply, tenant: tenant.clone(), submitted, coalesced: false, _permit: permit }]);
+    let shared = shared.clone();
+    running.push(Box::pin(async move {
+        let outcome = deliver(&shared, &tenant, &notification, deadline).await;
+        (key, outcome)
+    }));
+}
+
+fn resolve(shared: &Shared, waiters: Vec<Waiter>, outcome: Outcome) {
+    for w in waiters {
+        let mut o = outcome.clone();
+        o.latency = w.submitted.elapsed();
+        o.coalesced = w.coalesced;
+        w.tenant.metrics.outcome(o.kind, o.latency);
+        shared.gauges.pending.decrement(1.0);
+        // The submitter may have gone away; the outcome is still counted.
+        let _ = w.reply.send(o);
+    }
+}
+
+/// The life of one wake: rate limit, token, request, classification, retries.
+pub(crate) async fn deliver(shared: &Shared, tenant: &Arc<Tenant>, n: &Notification, deadline: Instant) -> Outcome {
+    let policy = &shared.retry;
+    let mut attempts: u32 = 0;
+    let mut resent_after_refresh = false;
+    let mut last: Option<Outcome> = None;
+    let finish = |mut o: Outcome, attempts: u32| {
+        o.attempts = attempts;
+        o
+    };
+    loop {
+        let expired = || {
+            last.clone().unwrap_or_else(|| Outcome::local(OutcomeKind::Expired, "deadline passed before the wake could be sent"))
+        };
+        if Instant::now() >= deadline {
+            return finish(expired(), attempts);
+        }
+        let Ok(_in_flight) = tenant.in_flight.clone().acquire_owned().await else {
+            return finish(Outcome::local(OutcomeKind::ShutDown, "engine closed"), attempts);
+        };
+        if !tenant.limiter.until_ready(deadline).await {
+            return finish(expired(), attempts);
+        }
+        let token = match tenant.tokens.get().await {
+            Ok(t) => t,
+            Err(super::token::TokenError::Rejected { message, .. }) => {
+                return finish(Outcome::local(OutcomeKind::CredentialRejected, message), attempts);
+            }
+            Err(e @ super::token::TokenError::Unavailable { retry_after, .. }) => {
+                let mut o = Outcome::local(OutcomeKind::TokenUnavailable, e.to_string());
+                o.retry_after = Some(retry_after);
+                // Counted as an attempt so that a dead token endpoint cannot loop forever.
+                attempts += 1;
+                drop(_in_flight);
+                match wait_for_retry(shared, tenant, policy, attempts, &o, deadline).await {
+                    true => {
+                        last = Some(o);
+                        continue;
+                    }
+                    false => return finish(o, attempts),
+                }
+            }
+        };
+        let cv = CorrelationVector::new();
+        let req = match build_push(&n.channel, &token.token, &n.payload, &n.options, &cv) {
+            Ok(r) => r,
+            Err(e) => {
+                return finish(Outcome::local(OutcomeKind::CredentialRejected, format!("the access token cannot be sent as a header: {e}")), attempts)
+            }
+        };
+        attempts += 1;
+        shared.gauges.in_flight.increment(1.0);
+        let started = Instant::now();
+        let result = shared.transport.send(req).await;
+        tenant.metrics.request(started.elapsed());
+        shared.gauges.in_flight.decrement(1.0);
+        drop(_in_flight);
+        let outcome = match result {
+            Ok(resp) => Outcome::from_classified(classify(resp.status(), resp.headers())),
+            Err(e) => Outcome::local(e.outcome_kind(), e.message),
+        };
+        if outcome.kind == OutcomeKind::Unauthorized && !resent_after_refresh {
+            // Exactly one refresh (single flight, only if this token is still current), then one resend.
+            resent_after_refresh = true;
+            tenant.metrics.retry(OutcomeKind::Unauthorized);
+            match tenant.tokens.refresh_after_reject(&token).await {
+                Ok(_) => {
+                    last = Some(outcome);
+                    continue;
+                }
+                Err(super::token::TokenError::Rejected { message, .. }) => {
+                    return finish(Outcome::local(OutcomeKind::CredentialRejected, message), attempts)
+                }
+                Err(_) => return finish(outcome, attempts),
+            }
+        }
+        if !outcome.kind.is_retryable() {
+            return finish(outcome, attempts);
+        }
+        if matches!(outcome.kind, OutcomeKind::Throttled | OutcomeKind::RateLimited) && policy.pause_tenant_on_throttle {
+            if let Some(ra) = outcome.retry_after {
+                tenant.limiter.pause(ra);
+            }
+        }
+        if !wait_for_retry(shared, tenant, policy, attempts, &outcome, deadline).await {
+            return finish(outcome, attempts);
+        }
+        last = Some(outcome);
+    }
+}
+
+/// Sleeps before the next attempt. False when no retry should follow: attempts
+/// used up, the wait would pass the deadline, or the engine is draining.
+async fn wait_for_retry(
+    shared: &Shared,
+    tenant: &Tenant,
+    policy: &super::RetryPolicy,
+    attempts: u32,
+    outcome: &Outcome,
+    deadline: Instant,
+) -> bool {
+    if attempts >= policy.max_attempts {
+        return false;
+    }
+    let delay: Duration = policy.delay(attempts, outcome.retry_after);
+    if Instant::now() + delay >= deadline {
+        return false;
+    }
+    tenant.metrics.retry(outcome.kind);
+    let mut draining = shared.draining.clone();
+    if *draining.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = draining.wait_for(|d| *d) => false,
+    }
+}

@@ -1,0 +1,159 @@
+//! Telemetry: the metric names and the handles the hot path records into.
+//!
+//! Everything goes through the `metrics` facade, so any recorder works; the
+//! optional Prometheus exporter is [`install_prometheus`]. Handles are looked up
+//! once per tenant ([`TenantMetrics`]) so recording on the hot path is an atomic
+//! add, not a map lookup. Install a recorder *before* building the engine:
+//! handles taken before that point record nothing.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `fleetwake_outcomes_total` | counter | `tenant`, `outcome` |
+//! | `fleetwake_retries_total` | counter | `tenant`, `outcome` (the retryable outcome retried) |
+//! | `fleetwake_coalesced_total` | counter | `tenant` |
+//! | `fleetwake_request_duration_seconds` | histogram | `tenant` (one HTTP attempt) |
+//! | `fleetwake_wake_duration_seconds` | histogram | `tenant` (submit to final outcome) |
+//! | `fleetwake_in_flight` | gauge | (HTTP requests outstanding) |
+//! | `fleetwake_pending` | gauge | (wakes accepted and not yet final) |
+//! | `fleetwake_token_refreshes_total` | counter | `tenant`, `result` (`ok`, `rejected`, `error`) |
+//! | `fleetwake_connections_open` | gauge | `protocol` (`h2`, `http1`) |
+//!
+//! Labels never carry secrets, tokens or channel URIs: `tenant` is the configured
+//! tenant name.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+use crate::wns::OutcomeKind;
+
+/// Metric handles for one tenant.
+#[derive(Clone)]
+pub struct TenantMetrics {
+    outcomes: Box<[Counter]>,
+    retries: Box<[Counter]>,
+    coalesced: Counter,
+    request_duration: Histogram,
+    wake_duration: Histogram,
+    token_ok: Counter,
+    token_rejected: Counter,
+    token_error: Counter,
+}
+
+impl TenantMetrics {
+    /// Looks up every handle for `tenant` in the current recorder.
+    pub fn new(tenant: &str) -> Self {
+        let t = tenant.to_string();
+        let outcomes = OutcomeKind::ALL
+            .iter()
+            .map(|k| counter!("fleetwake_outcomes_total", "tenant" => t.clone(), "outcome" => k.as_str()))
+            .collect();
+        let retries = OutcomeKind::ALL
+            .iter()
+            .map(|k| counter!("fleetwake_retries_total", "tenant" => t.clone(), "outcome" => k.as_str()))
+            .collect();
+        TenantMetrics {
+            outcomes,
+            retries,
+            coalesced: counter!("fleetwake_coalesced_total", "tenant" => t.clone()),
+            request_duration: histogram!("fleetwake_request_duration_seconds", "tenant" => t.clone()),
+            wake_duration: histogram!("fleetwake_wake_duration_seconds", "tenant" => t.clone()),
+            token_ok: counter!("fleetwake_token_refreshes_total", "tenant" => t.clone(), "result" => "ok"),
+            token_rejected: counter!("fleetwake_token_refreshes_total", "tenant" => t.clone(), "result" => "rejected"),
+            token_error: counter!("fleetwake_token_refreshes_total", "tenant" => t, "result" => "error"),
+        }
+    }
+
+    /// A final outcome and its end-to-end latency.
+    pub fn outcome(&self, kind: OutcomeKind, latency: Duration) {
+        self.outcomes[kind.index()].increment(1);
+        self.wake_duration.record(latency.as_secs_f64());
+    }
+
+    /// A retry scheduled after `kind`.
+    pub fn retry(&self, kind: OutcomeKind) {
+        self.retries[kind.index()].increment(1);
+    }
+
+    /// A wake merged into one already queued for the same channel.
+    pub fn coalesced(&self) {
+        self.coalesced.increment(1);
+    }
+
+    /// One HTTP attempt's duration.
+    pub fn request(&self, d: Duration) {
+        self.request_duration.record(d.as_secs_f64());
+    }
+
+    /// A token refresh result: `Ok`, rejected credentials, or another error.
+    pub fn token_refresh(&self, result: Result<(), bool>) {
+        match result {
+            Ok(()) => self.token_ok.increment(1),
+            Err(true) => self.token_rejected.increment(1),
+            Err(false) => self.token_error.increment(1),
+        }
+    }
+}
+
+/// Engine-wide gauges.
+#[derive(Clone)]
+pub struct EngineGauges {
+    /// HTTP requests outstanding.
+    pub in_flight: Gauge,
+    /// Wakes accepted and not yet final.
+    pub pending: Gauge,
+}
+
+impl EngineGauges {
+    /// Looks up the gauges in the current recorder.
+    pub fn new() -> Self {
+        EngineGauges { in_flight: gauge!("fleetwake_in_flight"), pending: gauge!("fleetwake_pending") }
+    }
+}
+
+impl Default for EngineGauges {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts one open connection for as long as it lives.
+pub(crate) struct ConnectionGuard(Gauge);
+
+impl ConnectionGuard {
+    pub(crate) fn new(protocol: &'static str) -> Self {
+        let g = gauge!("fleetwake_connections_open", "protocol" => protocol);
+        g.increment(1.0);
+        ConnectionGuard(g)
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// The Prometheus exporter could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("Prometheus exporter on {addr}: {reason}")]
+pub struct ExporterError {
+    addr: SocketAddr,
+    reason: String,
+}
+
+/// Installs the Prometheus recorder and serves `/metrics` on `addr`. Call it
+/// inside a tokio runtime, before building the engine.
+pub fn install_prometheus(addr: SocketAddr) -> Result<(), ExporterError> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| ExporterError { addr, reason: e.to_string() })
+}
+
+/// Installs the Prometheus recorder without a listener and returns the handle
+/// that renders the text format (for serving `/metrics` from an existing server).
+pub fn install_prometheus_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().map_err(|e| e.to_string())
+}

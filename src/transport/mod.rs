@@ -1,0 +1,261 @@
+//! The transport: sends one finished `http::Request<Bytes>` over rustls and
+//! returns the whole answer. It knows nothing of WNS semantics except one rule it
+//! enforces itself, as a last line of defence: a request that carries an
+//! `Authorization` header only ever goes to `https://*.notify.windows.com`.
+//!
+//! - [`tls`]: root store (WebPKI plus extra CAs) and ALPN;
+//! - [`resolve`]: curl-style resolve overrides;
+//! - `pool`: per-host HTTP/2 multi-connection and HTTP/1.1 keep-alive pools.
+//!
+//! Every wait is bounded: resolve+connect, the TLS handshake, and the request
+//! (waiting for a pooled connection, sending, reading the answer) each have a
+//! timeout. The number of hosts with pools is capped too.
+
+mod pool;
+pub mod resolve;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use parking_lot::RwLock;
+use rustls::pki_types::CertificateDer;
+
+pub use resolve::{ResolveOverride, ResolveOverrideError};
+pub use tls::TlsConfigError;
+
+use crate::wns::channel::is_wns_host;
+use crate::wns::OutcomeKind;
+use pool::{Connector, HostPool};
+
+/// Which HTTP versions to offer in ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpPolicy {
+    /// Offer h2 and http/1.1; the server picks (default).
+    #[default]
+    Auto,
+    /// Offer only http/1.1.
+    Http1Only,
+    /// Offer only h2; a server without it is an error.
+    Http2Only,
+}
+
+/// Transport settings.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// ALPN policy.
+    pub http: HttpPolicy,
+    /// HTTP/2 connections per host (requests are spread round-robin). Default 4.
+    pub h2_connections_per_host: usize,
+    /// HTTP/1.1 keep-alive connections per host (one request each at a time). Default 64.
+    pub h1_connections_per_host: usize,
+    /// Resolve + TCP connect timeout. Default 5 s.
+    pub connect_timeout: Duration,
+    /// TLS handshake timeout. Default 5 s.
+    pub tls_timeout: Duration,
+    /// Request timeout: waiting for a connection, sending, and reading the answer. Default 15 s.
+    pub request_timeout: Duration,
+    /// Resolve overrides (test hook, also for users' own emulators).
+    pub resolve: Vec<ResolveOverride>,
+    /// Extra trusted CA certificates (test hook; also corporate TLS proxies).
+    pub extra_ca: Vec<CertificateDer<'static>>,
+    /// Trust the public WebPKI roots (default true).
+    pub webpki_roots: bool,
+    /// Most hosts with a pool at once. Default 1024.
+    pub max_hosts: usize,
+    /// Largest answer body read, in bytes. Default 64 KiB.
+    pub max_response_body: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            http: HttpPolicy::Auto,
+            h2_connections_per_host: 4,
+            h1_connections_per_host: 64,
+            connect_timeout: Duration::from_secs(5),
+            tls_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            resolve: Vec::new(),
+            extra_ca: Vec::new(),
+            webpki_roots: true,
+            max_hosts: 1024,
+            max_response_body: 64 * 1024,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// Trusts every certificate in a PEM file.
+    pub fn add_ca_file(&mut self, path: &std::path::Path) -> Result<(), TlsConfigError> {
+        self.extra_ca.extend(tls::load_ca_file(path)?);
+        Ok(())
+    }
+
+    /// Trusts every certificate in PEM text.
+    pub fn add_ca_pem(&mut self, pem: &str) -> Result<(), TlsConfigError> {
+        self.extra_ca.extend(tls::load_ca_pem(pem)?);
+        Ok(())
+    }
+}
+
+/// How a request failed below HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportErrorKind {
+    /// Resolve or TCP connect failed, or the connection broke.
+    Connect,
+    /// The TLS handshake failed.
+    Tls,
+    /// A timeout expired.
+    Timeout,
+    /// HTTP protocol failure (h2 reset, GOAWAY, malformed answer).
+    Protocol,
+    /// Refused by the transport's own rules (a token bound for a host outside WNS).
+    Refused,
+}
+
+/// A failed request, with a message that names the host.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TransportError {
+    /// The class of failure.
+    pub kind: TransportErrorKind,
+    /// What happened.
+    pub message: String,
+}
+
+impl TransportError {
+    pub(crate) fn new(kind: TransportErrorKind, message: String) -> Self {
+        TransportError { kind, message }
+    }
+
+    fn from_io(host: &str, what: &str, e: std::io::Error) -> Self {
+        let tls = e.get_ref().is_some_and(|i| i.is::<rustls::Error>());
+        let kind = if tls { TransportErrorKind::Tls } else { TransportErrorKind::Connect };
+        TransportError::new(kind, format!("{what} with {host}: {e}"))
+    }
+
+    fn from_hyper(host: &str, e: hyper::Error) -> Self {
+        let kind = if e.is_timeout() {
+            TransportErrorKind::Timeout
+        } else if e.is_canceled() || e.is_closed() || e.is_incomplete_message() || e.is_body_write_aborted() {
+            TransportErrorKind::Connect
+        } else {
+            TransportErrorKind::Protocol
+        };
+        let mut msg = format!("HTTP exchange with {host}: {e}");
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        TransportError::new(kind, msg)
+    }
+
+    /// The outcome this failure maps to.
+    pub fn outcome_kind(&self) -> OutcomeKind {
+        match self.kind {
+            TransportErrorKind::Connect => OutcomeKind::ConnectError,
+            TransportErrorKind::Tls => OutcomeKind::TlsError,
+            TransportErrorKind::Timeout => OutcomeKind::Timeout,
+            TransportErrorKind::Protocol => OutcomeKind::ProtocolError,
+            TransportErrorKind::Refused => OutcomeKind::InvalidChannel,
+        }
+    }
+}
+
+/// The transport could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportBuildError {
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+}
+
+/// Sends requests over pooled rustls connections. Cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: Connector,
+    pools: RwLock<HashMap<Box<str>, Arc<HostPool>>>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport").field("config", &self.inner.connector.cfg).finish()
+    }
+}
+
+impl Transport {
+    /// Builds a transport. No connection is opened until the first request.
+    pub fn new(cfg: TransportConfig) -> Result<Self, TransportBuildError> {
+        let tls = tls::client_config(&cfg.extra_ca, cfg.webpki_roots, cfg.http)?;
+        let connector = Connector { tls: tokio_rustls::TlsConnector::from(tls), cfg: Arc::new(cfg) };
+        Ok(Transport { inner: Arc::new(Inner { connector, pools: RwLock::new(HashMap::new()) }) })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &TransportConfig {
+        &self.inner.connector.cfg
+    }
+
+    /// Sends one request (absolute `https` URI) and reads the whole answer.
+    pub async fn send(&self, req: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
+        let refused = |m: String| TransportError::new(TransportErrorKind::Refused, m);
+        let uri = req.uri();
+        if uri.scheme_str() != Some("https") {
+            return Err(refused(format!("{uri}: only https is sent")));
+        }
+        let host = uri.host().ok_or_else(|| refused(format!("{uri}: no host")))?.to_string();
+        let host = host.as_str();
+        let port = uri.port_u16().unwrap_or(443);
+        if req.headers().contains_key(http::header::AUTHORIZATION) && (!is_wns_host(host) || port != 443) {
+            return Err(refused(format!("a bearer token is only sent to https://*.notify.windows.com, not to {host}:{port}")));
+        }
+        let pool = self.pool(host, port);
+        let cfg = &self.inner.connector.cfg;
+        let (parts, body) = req.into_parts();
+        let req = Request::from_parts(parts, Full::new(body));
+        match tokio::time::timeout(cfg.request_timeout, pool.send(&self.inner.connector, req, cfg.max_response_body)).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::new(
+                TransportErrorKind::Timeout,
+                format!("no answer from {host} within {:?}", cfg.request_timeout),
+            )),
+        }
+    }
+
+    /// The protocol negotiated with `host` (port 443), once a connection was made.
+    pub fn protocol_for(&self, host: &str) -> Option<&'static str> {
+        let key = format!("{}:443", host.to_ascii_lowercase());
+        self.inner.pools.read().get(key.as_str()).and_then(|p| p.protocol())
+    }
+
+    fn pool(&self, host: &str, port: u16) -> Arc<HostPool> {
+        let key = format!("{}:{port}", host.to_ascii_lowercase());
+        if let Some(p) = self.inner.pools.read().get(key.as_str()) {
+            return p.clone();
+        }
+        let mut pools = self.inner.pools.write();
+        if let Some(p) = pools.get(key.as_str()) {
+            return p.clone();
+        }
+        let cfg = &self.inner.connector.cfg;
+        if pools.len() >= cfg.max_hosts {
+            // Drop pools nobody is using right now; their connections close.
+            pools.retain(|_, p| Arc::strong_count(p) > 1);
+        }
+        let p = Arc::new(HostPool::new(&host.to_ascii_lowercase(), port, cfg));
+        pools.insert(key.into_boxed_str(), p.clone());
+        p
+    }
+}

@@ -1,0 +1,347 @@
+//! Connection pools, one per channel host.
+//!
+//! The first request to a host opens one connection and lets ALPN decide:
+//! - **HTTP/2**: the host gets `h2_connections_per_host` slots, each holding one
+//!   multiplexed connection; requests go round-robin over the slots. One h2
+//!   connection stops at the server's `SETTINGS_MAX_CONCURRENT_STREAMS`, so
+//!   several are needed to fan out wider (hyper's legacy client keeps only one).
+//! - **HTTP/1.1**: a bounded set of keep-alive connections, each carrying one
+//!   request at a time. A connection owns a semaphore permit for its whole life,
+//!   so there are never more than `h1_connections_per_host` of them.
+//!
+//! Invariants: a slot is (re)connected by one task at a time; a request that hyper
+//! hands back unsent (the connection died before it was written) is sent once on a
+//! fresh connection; bodies are read to the end (bounded) before an HTTP/1.1
+//! connection goes back to the idle list.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::resolve::resolve;
+use super::{HttpPolicy, TransportConfig, TransportError, TransportErrorKind};
+use crate::telemetry;
+
+pub(crate) type ReqBody = Full<Bytes>;
+
+const UNKNOWN: u8 = 0;
+const H1: u8 = 1;
+const H2: u8 = 2;
+
+/// A freshly opened connection, as ALPN decided.
+enum Conn {
+    H1(http1::SendRequest<ReqBody>),
+    H2(http2::SendRequest<ReqBody>),
+}
+
+/// Opens TCP + TLS connections and runs the HTTP handshake.
+pub(crate) struct Connector {
+    pub(crate) tls: tokio_rustls::TlsConnector,
+    pub(crate) cfg: Arc<TransportConfig>,
+}
+
+impl Connector {
+    async fn connect(&self, host: &str, port: u16) -> Result<Conn, TransportError> {
+        let cfg = &self.cfg;
+        let addrs = tokio::time::timeout(cfg.connect_timeout, resolve(&cfg.resolve, host, port))
+            .await
+            .map_err(|_| TransportError::new(TransportErrorKind::Timeout, format!("resolving {host} timed out")))?
+            .map_err(|e| TransportError::new(TransportErrorKind::Connect, format!("resolving {host}: {e}")))?;
+        let mut last = None;
+        let mut tcp = None;
+        for addr in addrs {
+            match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    last = Some(TransportError::new(TransportErrorKind::Connect, format!("connect {host} ({addr}): {e}")))
+                }
+                Err(_) => {
+                    last = Some(TransportError::new(
+                        TransportErrorKind::Timeout,
+                        format!("connect {host} ({addr}) timed out after {:?}", cfg.connect_timeout),
+                    ))
+                }
+            }
+        }
+        let tcp = match tcp {
+            Some(t) => t,
+            None => {
+                return Err(last.unwrap_or_else(|| TransportError::new(TransportErrorKind::Connect, format!("{host}: no address"))))
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| TransportError::new(TransportErrorKind::Tls, format!("{host} is not a TLS server name: {e}")))?;
+        let tls = tokio::time::timeout(cfg.tls_timeout, self.tls.connect(name, tcp))
+            .await
+            .map_err(|_| {
+                TransportError::new(TransportErrorKind::Timeout, format!("TLS handshake with {host} timed out after {:?}", cfg.tls_timeout))
+            })?
+            .map_err(|e| TransportError::from_io(host, "TLS handshake", e))?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        if cfg.http == HttpPolicy::Http2Only && !h2 {
+            return Err(TransportError::new(TransportErrorKind::Protocol, format!("{host} did not offer HTTP/2 (http policy is http2)")));
+        }
+        let io = TokioIo::new(tls);
+        if h2 {
+            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .handshake(io)
+                .await
+                .map_err(|e| TransportError::from_hyper(host, e))?;
+            tokio::spawn(async move {
+                let _open = telemetry::ConnectionGuard::new("h2");
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "h2 connection ended");
+                }
+            });
+            Ok(Conn::H2(tx))
+        } else {
+            let (tx, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(|e| TransportError::from_hyper(host, e))?;
+            tokio::spawn(async move {
+                let _open = telemetry::ConnectionGuard::new("http1");
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "http/1.1 connection ended");
+                }
+            });
+            Ok(Conn::H1(tx))
+        }
+    }
+}
+
+struct H1Conn {
+    tx: http1::SendRequest<ReqBody>,
+    _slot: OwnedSemaphorePermit,
+}
+
+#[derive(Default)]
+struct H2Slot {
+    tx: ArcSwapOption<http2::SendRequest<ReqBody>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// The connections to one `host:port`.
+pub(crate) struct HostPool {
+    host: Box<str>,
+    port: u16,
+    proto: AtomicU8,
+    probe: tokio::sync::Mutex<()>,
+    h2: Box<[H2Slot]>,
+    next: AtomicUsize,
+    h1_idle: Mutex<Vec<H1Conn>>,
+    h1_slots: Arc<Semaphore>,
+    h1_returned: Notify,
+}
+
+impl HostPool {
+    pub(crate) fn new(host: &str, port: u16, cfg: &TransportConfig) -> Self {
+        HostPool {
+            host: host.into(),
+            port,
+            proto: AtomicU8::new(UNKNOWN),
+            probe: tokio::sync::Mutex::new(()),
+            h2: (0..cfg.h2_connections_per_host.max(1)).map(|_| H2Slot::default()).collect(),
+            next: AtomicUsize::new(0),
+            h1_idle: Mutex::new(Vec::new()),
+            h1_slots: Arc::new(Semaphore::new(cfg.h1_connections_per_host.max(1))),
+            h1_returned: Notify::new(),
+        }
+    }
+
+    /// The negotiated protocol, once known: `Some("h2")` or `Some("http1")`.
+    pub(crate) fn protocol(&self) -> Option<&'static str> {
+        match self.proto.load(Ordering::Acquire) {
+            H1 => Some("http1"),
+            H2 => Some("h2"),
+            _ => None,
+        }
+    }
+
+    /// Sends one request and reads the whole (bounded) answer.
+    pub(crate) async fn send(
+        &self,
+        c: &Connector,
+        req: Request<ReqBody>,
+        max_body: usize,
+    ) -> Result<Response<Bytes>, TransportError> {
+        if self.proto.load(Ordering::Acquire) == UNKNOWN {
+            self.probe(c).await?;
+        }
+        match self.proto.load(Ordering::Acquire) {
+            H2 => self.send_h2(c, req, max_body).await,
+            _ => self.send_h1(c, req, max_body).await,
+        }
+    }
+
+    /// Opens the first connection; ALPN decides the host's protocol.
+    async fn probe(&self, c: &Connector) -> Result<(), TransportError> {
+        let _one = self.probe.lock().await;
+        if self.proto.load(Ordering::Acquire) != UNKNOWN {
+            return Ok(());
+        }
+        let slot = self.h1_slots.clone().acquire_owned().await.map_err(closed)?;
+        match c.connect(&self.host, self.port).await? {
+            Conn::H2(tx) => {
+                self.h2[0].tx.store(Some(Arc::new(tx)));
+                self.proto.store(H2, Ordering::Release);
+            }
+            Conn::H1(tx) => {
+                self.h1_idle.lock().push(H1Conn { tx, _slot: slot });
+                self.proto.store(H1, Ordering::Release);
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_h2(&self, c: &Connector, mut req: Request<ReqBody>, max_body: usize) -> Result<Response<Bytes>, TransportError> {
+        req.headers_mut().remove(http::header::HOST);
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.h2.len();
+        let slot = &self.h2[i];
+        let mut tx = match slot.tx.load_full() {
+            Some(tx) if !tx.is_closed() => (*tx).clone(),
+            _ => self.connect_slot(c, slot).await?,
+        };
+        let resp = match tx.try_send_request(req).await {
+            Ok(r) => r,
+            Err(mut e) => match e.take_message() {
+                // Never written: the connection was gone. Send it once on a new one.
+                Some(req) => {
+                    let mut tx = self.connect_slot(c, slot).await?;
+                    tx.send_request(req).await.map_err(|e| TransportError::from_hyper(&self.host, e))?
+                }
+                None => return Err(TransportError::from_hyper(&self.host, e.into_error())),
+            },
+        };
+        read_body(&self.host, resp, max_body).await
+    }
+
+    /// Replaces a slot's dead connection; one task per slot connects at a time.
+    async fn connect_slot(&self, c: &Connector, slot: &H2Slot) -> Result<http2::SendRequest<ReqBody>, TransportError> {
+        let _one = slot.connecting.lock().await;
+        if let Some(tx) = slot.tx.load_full() {
+            if !tx.is_closed() {
+                return Ok((*tx).clone());
+            }
+        }
+        slot.tx.store(None);
+        match c.connect(&self.host, self.port).await? {
+            Conn::H2(tx) => {
+                slot.tx.store(Some(Arc::new(tx.clone())));
+                Ok(tx)
+            }
+            Conn::H1(tx) => {
+                // The server stopped offering h2: move the host to HTTP/1.1.
+                if let Ok(s) = self.h1_slots.clone().try_acquire_owned() {
+                    self.h1_idle.lock().push(H1Conn { tx, _slot: s });
+                }
+                self.proto.store(H1, Ordering::Release);
+                Err(TransportError::new(TransportErrorKind::Protocol, format!("{} stopped offering HTTP/2", self.host)))
+            }
+        }
+    }
+
+    async fn send_h1(&self, c: &Connector, mut req: Request<ReqBody>, max_body: usize) -> Result<Response<Bytes>, TransportError> {
+        // HTTP/1.1 request line in origin form; Host is already a header.
+        if let Some(pq) = req.uri().path_and_query().cloned() {
+            *req.uri_mut() = http::Uri::from(pq);
+        }
+        let mut conn = self.checkout_h1(c).await?;
+        let resp = match conn.tx.try_send_request(req).await {
+            Ok(r) => r,
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    drop(conn);
+                    conn = self.connect_h1(c).await?;
+                    conn.tx.send_request(req).await.map_err(|e| TransportError::from_hyper(&self.host, e))?
+                }
+                None => return Err(TransportError::from_hyper(&self.host, e.into_error())),
+            },
+        };
+        let resp = read_body(&self.host, resp, max_body).await?;
+        if !conn.tx.is_closed() {
+            self.h1_idle.lock().push(conn);
+            self.h1_returned.notify_one();
+        }
+        Ok(resp)
+    }
+
+    async fn checkout_h1(&self, c: &Connector) -> Result<H1Conn, TransportError> {
+        loop {
+            let returned = self.h1_returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(conn) = self.pop_idle() {
+                return Ok(conn);
+            }
+            if let Ok(slot) = self.h1_slots.clone().try_acquire_owned() {
+                return self.open_h1(c, slot).await;
+            }
+            tokio::select! {
+                _ = &mut returned => {}
+                slot = self.h1_slots.clone().acquire_owned() => {
+                    return self.open_h1(c, slot.map_err(closed)?).await;
+                }
+            }
+        }
+    }
+
+    async fn connect_h1(&self, c: &Connector) -> Result<H1Conn, TransportError> {
+        let slot = self.h1_slots.clone().acquire_owned().await.map_err(closed)?;
+        self.open_h1(c, slot).await
+    }
+
+    async fn open_h1(&self, c: &Connector, slot: OwnedSemaphorePermit) -> Result<H1Conn, TransportError> {
+        match c.connect(&self.host, self.port).await? {
+            Conn::H1(tx) => Ok(H1Conn { tx, _slot: slot }),
+            Conn::H2(tx) => {
+                // The server now offers h2: move the host over.
+                self.h2[0].tx.store(Some(Arc::new(tx)));
+                self.proto.store(H2, Ordering::Release);
+                Err(TransportError::new(TransportErrorKind::Protocol, format!("{} switched to HTTP/2", self.host)))
+            }
+        }
+    }
+
+    fn pop_idle(&self) -> Option<H1Conn> {
+        let mut idle = self.h1_idle.lock();
+        while let Some(conn) = idle.pop() {
+            if conn.tx.is_ready() {
+                return Some(conn);
+            }
+            // Closed by the server while idle: dropping it frees its slot.
+        }
+        None
+    }
+}
+
+fn closed(_: tokio::sync::AcquireError) -> TransportError {
+    TransportError::new(TransportErrorKind::Protocol, "connection pool closed".to_string())
+}
+
+async fn read_body(host: &str, resp: Response<Incoming>, max_body: usize) -> Result<Response<Bytes>, TransportError> {
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, max_body).collect().await.map_err(|e| {
+        TransportError::new(TransportErrorKind::Protocol, format!("reading the answer from {host}: {e}"))
+    })?;
+    Ok(Response::from_parts(parts, body.to_bytes()))
+}
