@@ -2,21 +2,28 @@
 //!
 //! The crate is a library first; the `fleetwake` binary is a thin layer on it.
 //!
-//! - [`wns`]: the sans-IO protocol core (channel URIs, credentials, the request,
+//! - [`wns`] holds the sans-IO protocol core (channel URIs, credentials, the request,
 //!   the [`Outcome`] classification);
-//! - [`transport`]: rustls connections, per-host HTTP/2 and HTTP/1.1 pools;
-//! - [`engine`]: tenants, token cache, per-PFN limiter, shards, coalescing, retries;
-//! - [`telemetry`]: metrics;
+//! - [`transport`] holds rustls connections, per-host HTTP/2 and HTTP/1.1 pools;
+//! - [`engine`] holds tenants, token cache, per-PFN limiter, shards, coalescing, retries;
+//! - [`telemetry`] holds metrics;
 //! - `emulator` (feature `emulator`, on by default): a WNS emulator for tests and demos.
 //!
 //! See `docs/ARCHITECTURE.md` for how a wake flows through them.
 
+pub mod cli;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod engine;
 pub mod telemetry;
 pub mod transport;
 mod util;
 pub mod wns;
 
-pub use engine::{Engine, EngineBuilder, EngineConfig, Notification, RateLimit, RetryPolicy, TenantConfig};
+pub use engine::{
+    Engine, EngineBuilder, EngineConfig, Notification, RateLimit, RetryPolicy, TenantConfig,
+};
 pub use transport::{HttpPolicy, ResolveOverride, TransportConfig};
-pub use wns::{ChannelUri, Credentials, MdmAction, Outcome, OutcomeKind, Payload, PushOptions, Secret};
+pub use wns::{
+    ChannelUri, Credentials, MdmAction, Outcome, OutcomeKind, Payload, PushOptions, Secret,
+};

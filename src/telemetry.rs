@@ -108,7 +108,10 @@ pub struct EngineGauges {
 impl EngineGauges {
     /// Looks up the gauges in the current recorder.
     pub fn new() -> Self {
-        EngineGauges { in_flight: gauge!("fleetwake_in_flight"), pending: gauge!("fleetwake_pending") }
+        EngineGauges {
+            in_flight: gauge!("fleetwake_in_flight"),
+            pending: gauge!("fleetwake_pending"),
+        }
     }
 }
 
@@ -149,11 +152,17 @@ pub fn install_prometheus(addr: SocketAddr) -> Result<(), ExporterError> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()
-        .map_err(|e| ExporterError { addr, reason: e.to_string() })
+        .map_err(|e| ExporterError {
+            addr,
+            reason: e.to_string(),
+        })
 }
 
 /// Installs the Prometheus recorder without a listener and returns the handle
 /// that renders the text format (for serving `/metrics` from an existing server).
-pub fn install_prometheus_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
-    metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().map_err(|e| e.to_string())
+pub fn install_prometheus_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle, String>
+{
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| e.to_string())
 }

@@ -10,13 +10,13 @@
 //!   -> every waiter of that channel gets the Outcome; metrics recorded
 //! ```
 //!
-//! - [`token`]: the lock-free, single-flight [`TokenCache`];
-//! - [`tenant`]: tenants, rate limits;
-//! - [`retry`]: the [`RetryPolicy`];
+//! - [`token`] holds the lock-free, single-flight [`TokenCache`];
+//! - [`tenant`] holds tenants, rate limits;
+//! - [`retry`] holds the [`RetryPolicy`];
 //! - `shard`: the worker and the life of one wake (the hot path).
 
-mod shard;
 pub mod retry;
+mod shard;
 pub mod tenant;
 pub mod token;
 
@@ -36,7 +36,9 @@ pub use token::{TokenCache, TokenError};
 
 use crate::telemetry::{EngineGauges, TenantMetrics};
 use crate::transport::{Transport, TransportBuildError, TransportConfig};
-use crate::wns::{ChannelUri, ChannelUriError, CredentialsError, Outcome, OutcomeKind, Payload, PushOptions};
+use crate::wns::{
+    ChannelUri, ChannelUriError, CredentialsError, Outcome, OutcomeKind, Payload, PushOptions,
+};
 use tenant::{PfnLimiter, Tenant};
 
 /// One wake for one device.
@@ -88,7 +90,9 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         EngineConfig {
             shards: (cores * 2).max(2),
             queue_per_shard: 1024,
@@ -169,11 +173,19 @@ impl EngineBuilder {
         let mut limiters: HashMap<String, Arc<PfnLimiter>> = HashMap::new();
         let mut tenants = HashMap::new();
         for t in self.tenants {
-            t.credentials.validate().map_err(|error| BuildError::Credentials { tenant: t.name.clone(), error })?;
+            t.credentials
+                .validate()
+                .map_err(|error| BuildError::Credentials {
+                    tenant: t.name.clone(),
+                    error,
+                })?;
             let name: Arc<str> = Arc::from(t.name.as_str());
             let metrics = TenantMetrics::new(&t.name);
             let pfn = t.pfn.clone().unwrap_or_else(|| t.name.clone());
-            let limiter = limiters.entry(pfn).or_insert_with(|| Arc::new(PfnLimiter::new(t.rate_limit))).clone();
+            let limiter = limiters
+                .entry(pfn)
+                .or_insert_with(|| Arc::new(PfnLimiter::new(t.rate_limit)))
+                .clone();
             let tokens = Arc::new(TokenCache::new(
                 name.clone(),
                 t.credentials,
@@ -291,19 +303,28 @@ impl Engine {
         let submitted = Instant::now();
         let inner = &self.inner;
         let Some(tenant) = inner.tenants.get(&n.tenant) else {
-            let o = Outcome::local(OutcomeKind::UnknownTenant, format!("tenant {:?} is not configured", &*n.tenant));
+            let o = Outcome::local(
+                OutcomeKind::UnknownTenant,
+                format!("tenant {:?} is not configured", &*n.tenant),
+            );
             inner.rejected.outcome(o.kind, Duration::ZERO);
             return o;
         };
         if let Some(na) = n.not_after {
             if SystemTime::now() >= na {
-                let o = Outcome::local(OutcomeKind::Expired, "not_after passed before the wake was sent");
+                let o = Outcome::local(
+                    OutcomeKind::Expired,
+                    "not_after passed before the wake was sent",
+                );
                 tenant.metrics.outcome(o.kind, Duration::ZERO);
                 return o;
             }
         }
         let shut = |tenant: &Tenant| {
-            let o = Outcome::local(OutcomeKind::ShutDown, "the engine is shutting down; the wake was not sent");
+            let o = Outcome::local(
+                OutcomeKind::ShutDown,
+                "the engine is shutting down; the wake was not sent",
+            );
             tenant.metrics.outcome(o.kind, submitted.elapsed());
             o
         };
@@ -324,7 +345,14 @@ impl Engine {
         }
         let shard = shard_of(n.channel.as_str(), inner.queues.len());
         let (reply, rx) = oneshot::channel();
-        let job = shard::Job { notification: n, tenant: tenant.clone(), submitted, deadline, reply, permit };
+        let job = shard::Job {
+            notification: n,
+            tenant: tenant.clone(),
+            submitted,
+            deadline,
+            reply,
+            permit,
+        };
         inner.shared.gauges.pending.increment(1.0);
         if inner.queues[shard].send(job).await.is_err() {
             inner.shared.gauges.pending.decrement(1.0);
@@ -340,7 +368,11 @@ impl Engine {
     /// Sends many wakes concurrently (up to `concurrency` at once) and yields
     /// `(key, outcome)` for each as it completes. The key is yours: a device id,
     /// a row number. Input is pulled lazily, so the stream can be any size.
-    pub fn submit_stream<K, S>(&self, input: S, concurrency: usize) -> impl Stream<Item = (K, Outcome)> + Send + 'static
+    pub fn submit_stream<K, S>(
+        &self,
+        input: S,
+        concurrency: usize,
+    ) -> impl Stream<Item = (K, Outcome)> + Send + 'static
     where
         K: Send + 'static,
         S: Stream<Item = (K, Notification)> + Send + 'static,
@@ -355,7 +387,11 @@ impl Engine {
     }
 
     /// [`Engine::submit_stream`] over an iterator.
-    pub fn submit_iter<K, I>(&self, input: I, concurrency: usize) -> impl Stream<Item = (K, Outcome)> + Send + 'static
+    pub fn submit_iter<K, I>(
+        &self,
+        input: I,
+        concurrency: usize,
+    ) -> impl Stream<Item = (K, Outcome)> + Send + 'static
     where
         K: Send + 'static,
         I: IntoIterator<Item = (K, Notification)>,
@@ -366,7 +402,10 @@ impl Engine {
 
     /// Token requests sent so far for `tenant` (None for an unknown tenant).
     pub fn token_requests(&self, tenant: &str) -> Option<u64> {
-        self.inner.tenants.get(tenant).map(|t| t.tokens.requests_sent())
+        self.inner
+            .tenants
+            .get(tenant)
+            .map(|t| t.tokens.requests_sent())
     }
 
     /// The transport (for protocol introspection).

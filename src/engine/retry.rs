@@ -17,13 +17,13 @@ pub struct RetryPolicy {
     /// Most HTTP attempts per wake (the one resend after a token refresh is extra). Default 5.
     pub max_attempts: u32,
     /// First backoff cap. Default 500 ms.
-    #[serde(with = "crate::util::duration_ms")]
+    #[serde(rename = "base_delay_ms", with = "crate::util::duration_ms")]
     pub base_delay: Duration,
     /// Largest backoff cap. Default 30 s.
-    #[serde(with = "crate::util::duration_ms")]
+    #[serde(rename = "max_delay_ms", with = "crate::util::duration_ms")]
     pub max_delay: Duration,
     /// Time from submission after which no new attempt starts. Default 5 minutes.
-    #[serde(with = "crate::util::duration_ms")]
+    #[serde(rename = "deadline_ms", with = "crate::util::duration_ms")]
     pub deadline: Duration,
     /// On 406/429 with `Retry-After`, pause the whole tenant (PFN) for that long,
     /// since WNS throttles the app, not the channel. Default true.
@@ -45,13 +45,19 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// No retries at all: every outcome is returned as it comes.
     pub fn none() -> Self {
-        RetryPolicy { max_attempts: 1, ..Self::default() }
+        RetryPolicy {
+            max_attempts: 1,
+            ..Self::default()
+        }
     }
 
     /// The delay before attempt `attempt + 1`, after `attempt` attempts (1-based).
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exp = attempt.saturating_sub(1).min(30);
-        let cap = self.base_delay.saturating_mul(1u32 << exp).min(self.max_delay);
+        let cap = self
+            .base_delay
+            .saturating_mul(1u32 << exp)
+            .min(self.max_delay);
         let jittered = cap.mul_f64(fastrand::f64());
         match retry_after {
             Some(ra) => ra.max(jittered),
@@ -76,7 +82,10 @@ mod tests {
                 max_seen = max_seen.max(d);
             }
             // Full jitter spreads over the whole range.
-            assert!(max_seen > cap.mul_f64(0.9), "attempt {attempt}: {max_seen:?}");
+            assert!(
+                max_seen > cap.mul_f64(0.9),
+                "attempt {attempt}: {max_seen:?}"
+            );
         }
     }
 

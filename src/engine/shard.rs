@@ -46,7 +46,11 @@ type Delivery = Pin<Box<dyn Future<Output = (Arc<str>, Outcome)> + Send>>;
 
 /// The shard worker: takes wakes from its queue, merges duplicates, runs
 /// deliveries concurrently, and hands every waiter its outcome.
-pub(crate) async fn run_shard(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, mut draining: watch::Receiver<bool>) {
+pub(crate) async fn run_shard(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Job>,
+    mut draining: watch::Receiver<bool>,
+) {
     let mut waiting: HashMap<Arc<str>, Vec<Waiter>> = HashMap::new();
     let mut running: FuturesUnordered<Delivery> = FuturesUnordered::new();
     let mut intake_open = true;
@@ -71,15 +75,42 @@ pub(crate) async fn run_shard(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, 
     }
 }
 
-fn accept(shared: &Arc<Shared>, waiting: &mut HashMap<Arc<str>, Vec<Waiter>>, running: &mut FuturesUnordered<Delivery>, job: Job) {
+fn accept(
+    shared: &Arc<Shared>,
+    waiting: &mut HashMap<Arc<str>, Vec<Waiter>>,
+    running: &mut FuturesUnordered<Delivery>,
+    job: Job,
+) {
     let key = job.notification.channel.shared().clone();
-    let Job { notification, tenant, submitted, deadline, reply, permit } = job;
+    let Job {
+        notification,
+        tenant,
+        submitted,
+        deadline,
+        reply,
+        permit,
+    } = job;
     if let Some(ws) = waiting.get_mut(&key) {
         tenant.metrics.coalesced();
-        ws.push(Waiter { reply, tenant, submitted, coalesced: true, _permit: permit });
+        ws.push(Waiter {
+            reply,
+            tenant,
+            submitted,
+            coalesced: true,
+            _permit: permit,
+        });
         return;
     }
-    waiting.insert(key.clone(), vec![Waiter { reply, tenant: tenant.clone(), submitted, coalesced: false, _permit: permit }]);
+    waiting.insert(
+        key.clone(),
+        vec![Waiter {
+            reply,
+            tenant: tenant.clone(),
+            submitted,
+            coalesced: false,
+            _permit: permit,
+        }],
+    );
     let shared = shared.clone();
     running.push(Box::pin(async move {
         let outcome = deliver(&shared, &tenant, &notification, deadline).await;
@@ -100,7 +131,12 @@ fn resolve(shared: &Shared, waiters: Vec<Waiter>, outcome: Outcome) {
 }
 
 /// The life of one wake: rate limit, token, request, classification, retries.
-pub(crate) async fn deliver(shared: &Shared, tenant: &Arc<Tenant>, n: &Notification, deadline: Instant) -> Outcome {
+pub(crate) async fn deliver(
+    shared: &Shared,
+    tenant: &Arc<Tenant>,
+    n: &Notification,
+    deadline: Instant,
+) -> Outcome {
     let policy = &shared.retry;
     let mut attempts: u32 = 0;
     let mut resent_after_refresh = false;
@@ -111,21 +147,32 @@ pub(crate) async fn deliver(shared: &Shared, tenant: &Arc<Tenant>, n: &Notificat
     };
     loop {
         let expired = || {
-            last.clone().unwrap_or_else(|| Outcome::local(OutcomeKind::Expired, "deadline passed before the wake could be sent"))
+            last.clone().unwrap_or_else(|| {
+                Outcome::local(
+                    OutcomeKind::Expired,
+                    "deadline passed before the wake could be sent",
+                )
+            })
         };
         if Instant::now() >= deadline {
             return finish(expired(), attempts);
         }
         let Ok(_in_flight) = tenant.in_flight.clone().acquire_owned().await else {
-            return finish(Outcome::local(OutcomeKind::ShutDown, "engine closed"), attempts);
+            return finish(
+                Outcome::local(OutcomeKind::ShutDown, "engine closed"),
+                attempts,
+            );
         };
         if !tenant.limiter.until_ready(deadline).await {
             return finish(expired(), attempts);
         }
         let token = match tenant.tokens.get().await {
             Ok(t) => t,
-            Err(super::token::TokenError::Rejected { message, .. }) => {
-                return finish(Outcome::local(OutcomeKind::CredentialRejected, message), attempts);
+            Err(e @ super::token::TokenError::Rejected { .. }) => {
+                return finish(
+                    Outcome::local(OutcomeKind::CredentialRejected, e.to_string()),
+                    attempts,
+                );
             }
             Err(e @ super::token::TokenError::Unavailable { retry_after, .. }) => {
                 let mut o = Outcome::local(OutcomeKind::TokenUnavailable, e.to_string());
@@ -146,7 +193,13 @@ pub(crate) async fn deliver(shared: &Shared, tenant: &Arc<Tenant>, n: &Notificat
         let req = match build_push(&n.channel, &token.token, &n.payload, &n.options, &cv) {
             Ok(r) => r,
             Err(e) => {
-                return finish(Outcome::local(OutcomeKind::CredentialRejected, format!("the access token cannot be sent as a header: {e}")), attempts)
+                return finish(
+                    Outcome::local(
+                        OutcomeKind::CredentialRejected,
+                        format!("the access token cannot be sent as a header: {e}"),
+                    ),
+                    attempts,
+                )
             }
         };
         attempts += 1;
@@ -169,8 +222,11 @@ pub(crate) async fn deliver(shared: &Shared, tenant: &Arc<Tenant>, n: &Notificat
                     last = Some(outcome);
                     continue;
                 }
-                Err(super::token::TokenError::Rejected { message, .. }) => {
-                    return finish(Outcome::local(OutcomeKind::CredentialRejected, message), attempts)
+                Err(e @ super::token::TokenError::Rejected { .. }) => {
+                    return finish(
+                        Outcome::local(OutcomeKind::CredentialRejected, e.to_string()),
+                        attempts,
+                    )
                 }
                 Err(_) => return finish(outcome, attempts),
             }
@@ -178,7 +234,11 @@ pub(crate) async fn deliver(shared: &Shared, tenant: &Arc<Tenant>, n: &Notificat
         if !outcome.kind.is_retryable() {
             return finish(outcome, attempts);
         }
-        if matches!(outcome.kind, OutcomeKind::Throttled | OutcomeKind::RateLimited) && policy.pause_tenant_on_throttle {
+        if matches!(
+            outcome.kind,
+            OutcomeKind::Throttled | OutcomeKind::RateLimited
+        ) && policy.pause_tenant_on_throttle
+        {
             if let Some(ra) = outcome.retry_after {
                 tenant.limiter.pause(ra);
             }

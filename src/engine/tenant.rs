@@ -72,7 +72,14 @@ pub struct TenantConfig {
 impl TenantConfig {
     /// A tenant with the default rate limit and bounds.
     pub fn new(name: impl Into<String>, credentials: Credentials) -> Self {
-        TenantConfig { name: name.into(), pfn: None, credentials, rate_limit: RateLimit::default(), max_pending: 4096, max_in_flight: 256 }
+        TenantConfig {
+            name: name.into(),
+            pfn: None,
+            credentials,
+            rate_limit: RateLimit::default(),
+            max_pending: 4096,
+            max_in_flight: 256,
+        }
     }
 
     /// Sets the rate limit.
@@ -124,7 +131,8 @@ impl PfnLimiter {
     pub(crate) async fn until_ready(&self, deadline: Instant) -> bool {
         loop {
             let now = Instant::now();
-            let paused = self.epoch + Duration::from_nanos(self.paused_until.load(Ordering::Acquire));
+            let paused =
+                self.epoch + Duration::from_nanos(self.paused_until.load(Ordering::Acquire));
             if paused > now {
                 if paused >= deadline {
                     return false;
@@ -147,7 +155,10 @@ impl PfnLimiter {
 
     /// Stops every send for this PFN for `d` (extends, never shortens, a pause).
     pub(crate) fn pause(&self, d: Duration) {
-        let until = (Instant::now() + d).saturating_duration_since(self.epoch).as_nanos().min(u64::MAX as u128) as u64;
+        let until = (Instant::now() + d)
+            .saturating_duration_since(self.epoch)
+            .as_nanos()
+            .min(u64::MAX as u128) as u64;
         self.paused_until.fetch_max(until, Ordering::AcqRel);
     }
 }

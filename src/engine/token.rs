@@ -39,7 +39,10 @@ pub struct CachedToken {
 
 impl std::fmt::Debug for CachedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedToken").field("token", &self.token).field("expires_at", &self.expires_at).finish()
+        f.debug_struct("CachedToken")
+            .field("token", &self.token)
+            .field("expires_at", &self.expires_at)
+            .finish()
     }
 }
 
@@ -152,13 +155,19 @@ impl TokenCache {
     }
 
     /// After a 401 with `failed`: a new token, fetched only if `failed` is still current.
-    pub async fn refresh_after_reject(self: &Arc<Self>, failed: &Arc<CachedToken>) -> Result<Arc<CachedToken>, TokenError> {
+    pub async fn refresh_after_reject(
+        self: &Arc<Self>,
+        failed: &Arc<CachedToken>,
+    ) -> Result<Arc<CachedToken>, TokenError> {
         let _one = self.refresh.lock().await;
         self.fetch_unless_fresh(Some(failed)).await
     }
 
     /// Called with the refresh lock held.
-    async fn fetch_unless_fresh(&self, failed: Option<&Arc<CachedToken>>) -> Result<Arc<CachedToken>, TokenError> {
+    async fn fetch_unless_fresh(
+        &self,
+        failed: Option<&Arc<CachedToken>>,
+    ) -> Result<Arc<CachedToken>, TokenError> {
         let now = Instant::now();
         if let Some(cur) = self.current.load_full() {
             let fresh = match failed {
@@ -196,7 +205,10 @@ impl TokenCache {
                         now + *retry_after
                     }
                 };
-                self.failure.store(Some(Arc::new(Failure { error: e.clone(), until })));
+                self.failure.store(Some(Arc::new(Failure {
+                    error: e.clone(),
+                    until,
+                })));
                 Err(e)
             }
         }
@@ -208,15 +220,25 @@ impl TokenCache {
             message,
             retry_after,
         };
-        let errors = self.consecutive_errors.fetch_add(1, Ordering::Relaxed).min(5);
+        let errors = self
+            .consecutive_errors
+            .fetch_add(1, Ordering::Relaxed)
+            .min(5);
         let backoff = Duration::from_millis(500u64 << errors);
         let req = self
             .credentials
             .token_request()
-            .map_err(|e| TokenError::Rejected { tenant: self.tenant.to_string(), message: format!("cannot build the token request: {e}") })?;
+            .map_err(|e| TokenError::Rejected {
+                tenant: self.tenant.to_string(),
+                message: format!("cannot build the token request: {e}"),
+            })?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let resp = self.transport.send(req).await.map_err(|e| unavailable(e.message, backoff))?;
+        let resp = self
+            .transport
+            .send(req)
+            .await
+            .map_err(|e| unavailable(e.message, backoff))?;
         let ra = retry_after(resp.headers());
         match parse_token_response(resp.status().as_u16(), ra, resp.body()) {
             Ok(tok) => {
@@ -225,14 +247,23 @@ impl TokenCache {
                 let lifetime = tok.expires_in.min(MAX_TOKEN_LIFETIME);
                 let margin = (lifetime / 10).min(Duration::from_secs(300));
                 let expires_at = started + lifetime;
-                Ok(Arc::new(CachedToken { token: tok.token, expires_at, refresh_at: expires_at - margin }))
+                Ok(Arc::new(CachedToken {
+                    token: tok.token,
+                    expires_at,
+                    refresh_at: expires_at - margin,
+                }))
             }
-            Err(TokenResponseError::Unavailable { status, retry_after }) => {
-                Err(unavailable(format!("HTTP {status}"), retry_after.unwrap_or(backoff).max(backoff)))
-            }
-            Err(e @ TokenResponseError::Rejected { .. }) => {
-                Err(TokenError::Rejected { tenant: self.tenant.to_string(), message: e.to_string() })
-            }
+            Err(TokenResponseError::Unavailable {
+                status,
+                retry_after,
+            }) => Err(unavailable(
+                format!("HTTP {status}"),
+                retry_after.unwrap_or(backoff).max(backoff),
+            )),
+            Err(e @ TokenResponseError::Rejected { .. }) => Err(TokenError::Rejected {
+                tenant: self.tenant.to_string(),
+                message: e.to_string(),
+            }),
             Err(e @ TokenResponseError::Malformed(_)) => Err(unavailable(e.to_string(), backoff)),
         }
     }

@@ -3,8 +3,8 @@
 //! enforces itself, as a last line of defence: a request that carries an
 //! `Authorization` header only ever goes to `https://*.notify.windows.com`.
 //!
-//! - [`tls`]: root store (WebPKI plus extra CAs) and ALPN;
-//! - [`resolve`]: curl-style resolve overrides;
+//! - [`tls`] holds root store (WebPKI plus extra CAs) and ALPN;
+//! - [`resolve`] holds curl-style resolve overrides;
 //! - `pool`: per-host HTTP/2 multi-connection and HTTP/1.1 keep-alive pools.
 //!
 //! Every wait is bounded: resolve+connect, the TLS handshake, and the request
@@ -136,14 +136,22 @@ impl TransportError {
 
     fn from_io(host: &str, what: &str, e: std::io::Error) -> Self {
         let tls = e.get_ref().is_some_and(|i| i.is::<rustls::Error>());
-        let kind = if tls { TransportErrorKind::Tls } else { TransportErrorKind::Connect };
+        let kind = if tls {
+            TransportErrorKind::Tls
+        } else {
+            TransportErrorKind::Connect
+        };
         TransportError::new(kind, format!("{what} with {host}: {e}"))
     }
 
     fn from_hyper(host: &str, e: hyper::Error) -> Self {
         let kind = if e.is_timeout() {
             TransportErrorKind::Timeout
-        } else if e.is_canceled() || e.is_closed() || e.is_incomplete_message() || e.is_body_write_aborted() {
+        } else if e.is_canceled()
+            || e.is_closed()
+            || e.is_incomplete_message()
+            || e.is_body_write_aborted()
+        {
             TransportErrorKind::Connect
         } else {
             TransportErrorKind::Protocol
@@ -191,7 +199,9 @@ struct Inner {
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport").field("config", &self.inner.connector.cfg).finish()
+        f.debug_struct("Transport")
+            .field("config", &self.inner.connector.cfg)
+            .finish()
     }
 }
 
@@ -199,8 +209,16 @@ impl Transport {
     /// Builds a transport. No connection is opened until the first request.
     pub fn new(cfg: TransportConfig) -> Result<Self, TransportBuildError> {
         let tls = tls::client_config(&cfg.extra_ca, cfg.webpki_roots, cfg.http)?;
-        let connector = Connector { tls: tokio_rustls::TlsConnector::from(tls), cfg: Arc::new(cfg) };
-        Ok(Transport { inner: Arc::new(Inner { connector, pools: RwLock::new(HashMap::new()) }) })
+        let connector = Connector {
+            tls: tokio_rustls::TlsConnector::from(tls),
+            cfg: Arc::new(cfg),
+        };
+        Ok(Transport {
+            inner: Arc::new(Inner {
+                connector,
+                pools: RwLock::new(HashMap::new()),
+            }),
+        })
     }
 
     /// The configuration in use.
@@ -215,17 +233,29 @@ impl Transport {
         if uri.scheme_str() != Some("https") {
             return Err(refused(format!("{uri}: only https is sent")));
         }
-        let host = uri.host().ok_or_else(|| refused(format!("{uri}: no host")))?.to_string();
+        let host = uri
+            .host()
+            .ok_or_else(|| refused(format!("{uri}: no host")))?
+            .to_string();
         let host = host.as_str();
         let port = uri.port_u16().unwrap_or(443);
-        if req.headers().contains_key(http::header::AUTHORIZATION) && (!is_wns_host(host) || port != 443) {
-            return Err(refused(format!("a bearer token is only sent to https://*.notify.windows.com, not to {host}:{port}")));
+        if req.headers().contains_key(http::header::AUTHORIZATION)
+            && (!is_wns_host(host) || port != 443)
+        {
+            return Err(refused(format!(
+                "a bearer token is only sent to https://*.notify.windows.com, not to {host}:{port}"
+            )));
         }
         let pool = self.pool(host, port);
         let cfg = &self.inner.connector.cfg;
         let (parts, body) = req.into_parts();
         let req = Request::from_parts(parts, Full::new(body));
-        match tokio::time::timeout(cfg.request_timeout, pool.send(&self.inner.connector, req, cfg.max_response_body)).await {
+        match tokio::time::timeout(
+            cfg.request_timeout,
+            pool.send(&self.inner.connector, req, cfg.max_response_body),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => Err(TransportError::new(
                 TransportErrorKind::Timeout,
@@ -237,7 +267,11 @@ impl Transport {
     /// The protocol negotiated with `host` (port 443), once a connection was made.
     pub fn protocol_for(&self, host: &str) -> Option<&'static str> {
         let key = format!("{}:443", host.to_ascii_lowercase());
-        self.inner.pools.read().get(key.as_str()).and_then(|p| p.protocol())
+        self.inner
+            .pools
+            .read()
+            .get(key.as_str())
+            .and_then(|p| p.protocol())
     }
 
     fn pool(&self, host: &str, port: u16) -> Arc<HostPool> {

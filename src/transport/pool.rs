@@ -57,8 +57,18 @@ impl Connector {
         let cfg = &self.cfg;
         let addrs = tokio::time::timeout(cfg.connect_timeout, resolve(&cfg.resolve, host, port))
             .await
-            .map_err(|_| TransportError::new(TransportErrorKind::Timeout, format!("resolving {host} timed out")))?
-            .map_err(|e| TransportError::new(TransportErrorKind::Connect, format!("resolving {host}: {e}")))?;
+            .map_err(|_| {
+                TransportError::new(
+                    TransportErrorKind::Timeout,
+                    format!("resolving {host} timed out"),
+                )
+            })?
+            .map_err(|e| {
+                TransportError::new(
+                    TransportErrorKind::Connect,
+                    format!("resolving {host}: {e}"),
+                )
+            })?;
         let mut last = None;
         let mut tcp = None;
         for addr in addrs {
@@ -68,12 +78,18 @@ impl Connector {
                     break;
                 }
                 Ok(Err(e)) => {
-                    last = Some(TransportError::new(TransportErrorKind::Connect, format!("connect {host} ({addr}): {e}")))
+                    last = Some(TransportError::new(
+                        TransportErrorKind::Connect,
+                        format!("connect {host} ({addr}): {e}"),
+                    ))
                 }
                 Err(_) => {
                     last = Some(TransportError::new(
                         TransportErrorKind::Timeout,
-                        format!("connect {host} ({addr}) timed out after {:?}", cfg.connect_timeout),
+                        format!(
+                            "connect {host} ({addr}) timed out after {:?}",
+                            cfg.connect_timeout
+                        ),
                     ))
                 }
             }
@@ -81,21 +97,36 @@ impl Connector {
         let tcp = match tcp {
             Some(t) => t,
             None => {
-                return Err(last.unwrap_or_else(|| TransportError::new(TransportErrorKind::Connect, format!("{host}: no address"))))
+                return Err(last.unwrap_or_else(|| {
+                    TransportError::new(TransportErrorKind::Connect, format!("{host}: no address"))
+                }))
             }
         };
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| TransportError::new(TransportErrorKind::Tls, format!("{host} is not a TLS server name: {e}")))?;
+        let name = ServerName::try_from(host.to_string()).map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Tls,
+                format!("{host} is not a TLS server name: {e}"),
+            )
+        })?;
         let tls = tokio::time::timeout(cfg.tls_timeout, self.tls.connect(name, tcp))
             .await
             .map_err(|_| {
-                TransportError::new(TransportErrorKind::Timeout, format!("TLS handshake with {host} timed out after {:?}", cfg.tls_timeout))
+                TransportError::new(
+                    TransportErrorKind::Timeout,
+                    format!(
+                        "TLS handshake with {host} timed out after {:?}",
+                        cfg.tls_timeout
+                    ),
+                )
             })?
             .map_err(|e| TransportError::from_io(host, "TLS handshake", e))?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         if cfg.http == HttpPolicy::Http2Only && !h2 {
-            return Err(TransportError::new(TransportErrorKind::Protocol, format!("{host} did not offer HTTP/2 (http policy is http2)")));
+            return Err(TransportError::new(
+                TransportErrorKind::Protocol,
+                format!("{host} did not offer HTTP/2 (http policy is http2)"),
+            ));
         }
         let io = TokioIo::new(tls);
         if h2 {
@@ -160,7 +191,9 @@ impl HostPool {
             port,
             proto: AtomicU8::new(UNKNOWN),
             probe: tokio::sync::Mutex::new(()),
-            h2: (0..cfg.h2_connections_per_host.max(1)).map(|_| H2Slot::default()).collect(),
+            h2: (0..cfg.h2_connections_per_host.max(1))
+                .map(|_| H2Slot::default())
+                .collect(),
             next: AtomicUsize::new(0),
             h1_idle: Mutex::new(Vec::new()),
             h1_slots: Arc::new(Semaphore::new(cfg.h1_connections_per_host.max(1))),
@@ -199,7 +232,12 @@ impl HostPool {
         if self.proto.load(Ordering::Acquire) != UNKNOWN {
             return Ok(());
         }
-        let slot = self.h1_slots.clone().acquire_owned().await.map_err(closed)?;
+        let slot = self
+            .h1_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(closed)?;
         match c.connect(&self.host, self.port).await? {
             Conn::H2(tx) => {
                 self.h2[0].tx.store(Some(Arc::new(tx)));
@@ -213,7 +251,12 @@ impl HostPool {
         Ok(())
     }
 
-    async fn send_h2(&self, c: &Connector, mut req: Request<ReqBody>, max_body: usize) -> Result<Response<Bytes>, TransportError> {
+    async fn send_h2(
+        &self,
+        c: &Connector,
+        mut req: Request<ReqBody>,
+        max_body: usize,
+    ) -> Result<Response<Bytes>, TransportError> {
         req.headers_mut().remove(http::header::HOST);
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.h2.len();
         let slot = &self.h2[i];
@@ -227,7 +270,9 @@ impl HostPool {
                 // Never written: the connection was gone. Send it once on a new one.
                 Some(req) => {
                     let mut tx = self.connect_slot(c, slot).await?;
-                    tx.send_request(req).await.map_err(|e| TransportError::from_hyper(&self.host, e))?
+                    tx.send_request(req)
+                        .await
+                        .map_err(|e| TransportError::from_hyper(&self.host, e))?
                 }
                 None => return Err(TransportError::from_hyper(&self.host, e.into_error())),
             },
@@ -236,7 +281,11 @@ impl HostPool {
     }
 
     /// Replaces a slot's dead connection; one task per slot connects at a time.
-    async fn connect_slot(&self, c: &Connector, slot: &H2Slot) -> Result<http2::SendRequest<ReqBody>, TransportError> {
+    async fn connect_slot(
+        &self,
+        c: &Connector,
+        slot: &H2Slot,
+    ) -> Result<http2::SendRequest<ReqBody>, TransportError> {
         let _one = slot.connecting.lock().await;
         if let Some(tx) = slot.tx.load_full() {
             if !tx.is_closed() {
@@ -255,24 +304,40 @@ impl HostPool {
                     self.h1_idle.lock().push(H1Conn { tx, _slot: s });
                 }
                 self.proto.store(H1, Ordering::Release);
-                Err(TransportError::new(TransportErrorKind::Protocol, format!("{} stopped offering HTTP/2", self.host)))
+                Err(TransportError::new(
+                    TransportErrorKind::Protocol,
+                    format!("{} stopped offering HTTP/2", self.host),
+                ))
             }
         }
     }
 
-    async fn send_h1(&self, c: &Connector, mut req: Request<ReqBody>, max_body: usize) -> Result<Response<Bytes>, TransportError> {
+    async fn send_h1(
+        &self,
+        c: &Connector,
+        mut req: Request<ReqBody>,
+        max_body: usize,
+    ) -> Result<Response<Bytes>, TransportError> {
         // HTTP/1.1 request line in origin form; Host is already a header.
         if let Some(pq) = req.uri().path_and_query().cloned() {
             *req.uri_mut() = http::Uri::from(pq);
         }
         let mut conn = self.checkout_h1(c).await?;
+        if conn.tx.ready().await.is_err() {
+            // Died between checkout and use: one fresh connection instead.
+            drop(conn);
+            conn = self.connect_h1(c).await?;
+        }
         let resp = match conn.tx.try_send_request(req).await {
             Ok(r) => r,
             Err(mut e) => match e.take_message() {
                 Some(req) => {
                     drop(conn);
                     conn = self.connect_h1(c).await?;
-                    conn.tx.send_request(req).await.map_err(|e| TransportError::from_hyper(&self.host, e))?
+                    conn.tx
+                        .send_request(req)
+                        .await
+                        .map_err(|e| TransportError::from_hyper(&self.host, e))?
                 }
                 None => return Err(TransportError::from_hyper(&self.host, e.into_error())),
             },
@@ -306,18 +371,30 @@ impl HostPool {
     }
 
     async fn connect_h1(&self, c: &Connector) -> Result<H1Conn, TransportError> {
-        let slot = self.h1_slots.clone().acquire_owned().await.map_err(closed)?;
+        let slot = self
+            .h1_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(closed)?;
         self.open_h1(c, slot).await
     }
 
-    async fn open_h1(&self, c: &Connector, slot: OwnedSemaphorePermit) -> Result<H1Conn, TransportError> {
+    async fn open_h1(
+        &self,
+        c: &Connector,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<H1Conn, TransportError> {
         match c.connect(&self.host, self.port).await? {
             Conn::H1(tx) => Ok(H1Conn { tx, _slot: slot }),
             Conn::H2(tx) => {
                 // The server now offers h2: move the host over.
                 self.h2[0].tx.store(Some(Arc::new(tx)));
                 self.proto.store(H2, Ordering::Release);
-                Err(TransportError::new(TransportErrorKind::Protocol, format!("{} switched to HTTP/2", self.host)))
+                Err(TransportError::new(
+                    TransportErrorKind::Protocol,
+                    format!("{} switched to HTTP/2", self.host),
+                ))
             }
         }
     }
@@ -325,7 +402,7 @@ impl HostPool {
     fn pop_idle(&self) -> Option<H1Conn> {
         let mut idle = self.h1_idle.lock();
         while let Some(conn) = idle.pop() {
-            if conn.tx.is_ready() {
+            if !conn.tx.is_closed() {
                 return Some(conn);
             }
             // Closed by the server while idle: dropping it frees its slot.
@@ -335,13 +412,23 @@ impl HostPool {
 }
 
 fn closed(_: tokio::sync::AcquireError) -> TransportError {
-    TransportError::new(TransportErrorKind::Protocol, "connection pool closed".to_string())
+    TransportError::new(
+        TransportErrorKind::Protocol,
+        "connection pool closed".to_string(),
+    )
 }
 
-async fn read_body(host: &str, resp: Response<Incoming>, max_body: usize) -> Result<Response<Bytes>, TransportError> {
+async fn read_body(
+    host: &str,
+    resp: Response<Incoming>,
+    max_body: usize,
+) -> Result<Response<Bytes>, TransportError> {
     let (parts, body) = resp.into_parts();
     let body = Limited::new(body, max_body).collect().await.map_err(|e| {
-        TransportError::new(TransportErrorKind::Protocol, format!("reading the answer from {host}: {e}"))
+        TransportError::new(
+            TransportErrorKind::Protocol,
+            format!("reading the answer from {host}: {e}"),
+        )
     })?;
     Ok(Response::from_parts(parts, body.to_bytes()))
 }

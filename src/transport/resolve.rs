@@ -29,19 +29,28 @@ pub struct ResolveOverrideError {
 impl ResolveOverride {
     /// An override for `pattern` (a host, or `*.domain`).
     pub fn new(pattern: &str, addr: SocketAddr) -> Result<Self, ResolveOverrideError> {
-        let err = |reason| ResolveOverrideError { input: format!("{pattern}={addr}"), reason };
+        let err = |reason| ResolveOverrideError {
+            input: format!("{pattern}={addr}"),
+            reason,
+        };
         let (wildcard, name) = match pattern.strip_prefix("*.") {
             Some(rest) => (true, rest),
             None => (false, pattern),
         };
         if name.is_empty()
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
             || name.starts_with('.')
             || name.ends_with('.')
         {
             return Err(err("the host pattern is not a DNS name"));
         }
-        Ok(ResolveOverride { pattern: name.to_ascii_lowercase(), wildcard, addr })
+        Ok(ResolveOverride {
+            pattern: name.to_ascii_lowercase(),
+            wildcard,
+            addr,
+        })
     }
 
     /// True when `host` is covered by this override.
@@ -49,7 +58,9 @@ impl ResolveOverride {
         if self.wildcard {
             let p = self.pattern.as_bytes();
             let h = host.as_bytes();
-            h.len() > p.len() + 1 && h[h.len() - p.len()..].eq_ignore_ascii_case(p) && h[h.len() - p.len() - 1] == b'.'
+            h.len() > p.len() + 1
+                && h[h.len() - p.len()..].eq_ignore_ascii_case(p)
+                && h[h.len() - p.len() - 1] == b'.'
         } else {
             host.eq_ignore_ascii_case(&self.pattern)
         }
@@ -59,10 +70,17 @@ impl ResolveOverride {
 impl FromStr for ResolveOverride {
     type Err = ResolveOverrideError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| ResolveOverrideError { input: s.to_string(), reason };
+        let err = |reason| ResolveOverrideError {
+            input: s.to_string(),
+            reason,
+        };
         let (pattern, addr) = s.split_once('=').ok_or_else(|| err("missing '='"))?;
-        let addr: SocketAddr = addr.trim().parse().map_err(|_| err("the address is not IP:PORT"))?;
-        ResolveOverride::new(pattern.trim(), addr).map_err(|_| err("the host pattern is not a DNS name"))
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| err("the address is not IP:PORT"))?;
+        ResolveOverride::new(pattern.trim(), addr)
+            .map_err(|_| err("the host pattern is not a DNS name"))
     }
 }
 
@@ -108,7 +126,10 @@ pub(crate) async fn resolve(
     }
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
     if addrs.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} has no address")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} has no address"),
+        ));
     }
     Ok(addrs)
 }
@@ -128,7 +149,14 @@ mod tests {
         let o: ResolveOverride = "login.live.com=[::1]:9".parse().unwrap();
         assert!(o.matches("LOGIN.live.com"));
         assert!(!o.matches("x.login.live.com"));
-        for bad in ["nohost", "a=b", "=127.0.0.1:1", "a b=127.0.0.1:1", "*.=127.0.0.1:1", "x=127.0.0.1"] {
+        for bad in [
+            "nohost",
+            "a=b",
+            "=127.0.0.1:1",
+            "a b=127.0.0.1:1",
+            "*.=127.0.0.1:1",
+            "x=127.0.0.1",
+        ] {
             let e = bad.parse::<ResolveOverride>().unwrap_err();
             assert!(e.to_string().contains("expected HOST=ADDR:PORT"), "{e}");
         }
@@ -140,7 +168,13 @@ mod tests {
             "*.windows.com=127.0.0.1:1".parse().unwrap(),
             "a.windows.com=127.0.0.1:2".parse().unwrap(),
         ];
-        assert_eq!(resolve(&o, "a.windows.com", 443).await.unwrap()[0].port(), 2);
-        assert_eq!(resolve(&o, "b.windows.com", 443).await.unwrap()[0].port(), 1);
+        assert_eq!(
+            resolve(&o, "a.windows.com", 443).await.unwrap()[0].port(),
+            2
+        );
+        assert_eq!(
+            resolve(&o, "b.windows.com", 443).await.unwrap()[0].port(),
+            1
+        );
     }
 }

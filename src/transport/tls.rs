@@ -31,7 +31,10 @@ pub enum TlsConfigError {
 
 /// Reads every certificate in a PEM file.
 pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let err = |reason: String| TlsConfigError::CaFile { path: path.to_path_buf(), reason };
+    let err = |reason: String| TlsConfigError::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .map_err(|e| err(e.to_string()))?
         .collect::<Result<_, _>>()

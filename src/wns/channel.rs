@@ -241,7 +241,8 @@ mod tests {
     #[test]
     fn refuses_everything_outside_wns() {
         use ChannelUriError::*;
-        let cases: &[(&str, fn(&ChannelUriError) -> bool)] = &[
+        type Check = fn(&ChannelUriError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| *e == Empty),
             ("http://db3.notify.windows.com/?token=x", |e| *e == NotHttps),
             ("ftp://db3.notify.windows.com/", |e| *e == NotHttps),

@@ -1,11 +1,11 @@
 //! The sans-IO WNS protocol core: everything about WNS that can be decided
 //! without a socket.
 //!
-//! - [`channel`]: which URIs may receive a bearer token ([`ChannelUri`]);
-//! - [`credentials`]: the two token flows, request building and answer parsing;
-//! - [`request`]: the raw-push request and its headers;
-//! - [`outcome`]: classifying answers into the one [`Outcome`] type;
-//! - [`correlation`]: fresh `MS-CV` values.
+//! - [`channel`] holds which URIs may receive a bearer token ([`ChannelUri`]);
+//! - [`credentials`] holds the two token flows, request building and answer parsing;
+//! - [`request`] holds the raw-push request and its headers;
+//! - [`outcome`] holds classifying answers into the one [`Outcome`] type;
+//! - [`correlation`] holds fresh `MS-CV` values.
 //!
 //! Nothing here does IO or keeps state; the transport and engine call into it.
 

@@ -1,0 +1,97 @@
+//! The `fleetwake` command line: argument parsing, logging setup, and one module
+//! per subcommand. Each subcommand is a thin layer over the library.
+//!
+//! Exit codes (also in `--help`):
+//! - 0: success;
+//! - 1: done, but some wakes failed;
+//! - 2: usage, configuration or credential error;
+//! - 3: interrupted (SIGINT/SIGTERM) after draining;
+//! - 4: internal or I/O error.
+
+mod emulate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: finished, with wakes that did not succeed.
+pub const EXIT_FAILURES: u8 = 1;
+/// Exit code: usage, configuration or credential error.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code: interrupted by SIGINT/SIGTERM (after draining).
+pub const EXIT_INTERRUPTED: u8 = 3;
+/// Exit code: internal or I/O error.
+pub const EXIT_INTERNAL: u8 = 4;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  finished, but some wakes failed (see the report)
+  2  usage, configuration or credential error
+  3  interrupted by SIGINT/SIGTERM (in-flight wakes were drained first)
+  4  internal or I/O error
+
+Logging: FLEETWAKE_LOG filters logs (e.g. FLEETWAKE_LOG=fleetwake=debug); --log-format json.";
+
+/// Wake Windows devices for MDM through WNS raw push, at fleet scale.
+#[derive(Debug, Parser)]
+#[command(name = "fleetwake", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the built-in WNS emulator (token endpoints and push endpoint over TLS).
+    Emulate(emulate::Args),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_INTERNAL);
+        }
+    };
+    let code = rt.block_on(async move {
+        match cli.command {
+            Command::Emulate(a) => emulate::run(a).await,
+        }
+    });
+    ExitCode::from(code)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("FLEETWAKE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
