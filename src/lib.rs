@@ -14,6 +14,7 @@
 pub mod cli;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod config;
 pub mod engine;
 pub mod telemetry;
 pub mod transport;
