@@ -86,7 +86,12 @@ fn default_cache() -> CachePolicy {
 
 impl Default for PushSection {
     fn default() -> Self {
-        PushSection { cache_policy: CachePolicy::Cache, ttl_s: None, request_for_status: false, priority: None }
+        PushSection {
+            cache_policy: CachePolicy::Cache,
+            ttl_s: None,
+            request_for_status: false,
+            priority: None,
+        }
     }
 }
 
@@ -239,8 +244,15 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let err_at = |span: Option<std::ops::Range<usize>>, message: String| {
-            let (line, column) = span.map(|s| line_col(text, s.start)).unwrap_or((None, None));
-            ConfigError { path: path.to_path_buf(), line, column, message }
+            let (line, column) = span
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((None, None));
+            ConfigError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
         };
         let mut file: FileConfig =
             toml::from_str(text).map_err(|e| err_at(e.span(), e.message().trim().to_string()))?;
@@ -249,8 +261,8 @@ impl Config {
             .filter(|(k, _)| k.starts_with("FLEETWAKE_") && k.contains("__"))
             .collect();
         if !overrides.is_empty() {
-            let mut table: toml::Table =
-                toml::from_str(text).map_err(|e| err_at(e.span(), e.message().trim().to_string()))?;
+            let mut table: toml::Table = toml::from_str(text)
+                .map_err(|e| err_at(e.span(), e.message().trim().to_string()))?;
             for (k, v) in &overrides {
                 apply_override(&mut table, k, v).map_err(|m| ConfigError {
                     path: PathBuf::from(format!("<env {k}>")),
@@ -268,9 +280,16 @@ impl Config {
             })?;
         }
         if file.tenants.is_empty() {
-            return Err(err_at(None, "no [tenants.NAME] table: at least one tenant is needed".into()));
+            return Err(err_at(
+                None,
+                "no [tenants.NAME] table: at least one tenant is needed".into(),
+            ));
         }
-        let cfg = Config { path: path.to_path_buf(), file, text: text.to_string() };
+        let cfg = Config {
+            path: path.to_path_buf(),
+            file,
+            text: text.to_string(),
+        };
         for (name, t) in &cfg.file.tenants {
             cfg.check_tenant(name, t)?;
         }
@@ -279,7 +298,12 @@ impl Config {
 
     fn tenant_err(&self, t: &Spanned<TenantSection>, name: &str, message: String) -> ConfigError {
         let (line, column) = line_col(&self.text, t.span().start);
-        ConfigError { path: self.path.clone(), line, column, message: format!("tenant `{name}`: {message}") }
+        ConfigError {
+            path: self.path.clone(),
+            line,
+            column,
+            message: format!("tenant `{name}`: {message}"),
+        }
     }
 
     fn check_tenant(&self, name: &str, t: &Spanned<TenantSection>) -> Result<(), ConfigError> {
@@ -296,7 +320,9 @@ impl Config {
         match (&s.secret_env, &s.secret_file) {
             (Some(_), None) | (None, Some(_)) => {}
             (Some(_), Some(_)) => return Err(err("give secret_env or secret_file, not both")),
-            (None, None) => return Err(err("needs secret_env = \"VAR\" or secret_file = \"path\"")),
+            (None, None) => {
+                return Err(err("needs secret_env = \"VAR\" or secret_file = \"path\""))
+            }
         }
         if s.rate_per_second == Some(0) {
             return Err(err("rate_per_second must be at least 1"));
@@ -316,14 +342,23 @@ impl Config {
     /// Reads a tenant's secret from its env var or file.
     pub fn tenant_secret(&self, name: &str) -> Result<Secret, ConfigError> {
         let Some(t) = self.file.tenants.get(name) else {
-            return Err(ConfigError { path: self.path.clone(), line: None, column: None, message: format!("no tenant `{name}`") });
+            return Err(ConfigError {
+                path: self.path.clone(),
+                line: None,
+                column: None,
+                message: format!("no tenant `{name}`"),
+            });
         };
         let s = t.get_ref();
         if let Some(var) = &s.secret_env {
             return match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
-                Ok(_) => Err(self.tenant_err(t, name, format!("environment variable {var} is empty"))),
-                Err(_) => Err(self.tenant_err(t, name, format!("environment variable {var} is not set"))),
+                Ok(_) => {
+                    Err(self.tenant_err(t, name, format!("environment variable {var} is empty")))
+                }
+                Err(_) => {
+                    Err(self.tenant_err(t, name, format!("environment variable {var} is not set")))
+                }
             };
         }
         if let Some(f) = &s.secret_file {
@@ -332,8 +367,16 @@ impl Config {
                 Ok(v) if !v.trim_end_matches(['\r', '\n']).is_empty() => {
                     Ok(Secret::new(v.trim_end_matches(['\r', '\n'])))
                 }
-                Ok(_) => Err(self.tenant_err(t, name, format!("secret file {} is empty", path.display()))),
-                Err(e) => Err(self.tenant_err(t, name, format!("cannot read secret file {}: {e}", path.display()))),
+                Ok(_) => Err(self.tenant_err(
+                    t,
+                    name,
+                    format!("secret file {} is empty", path.display()),
+                )),
+                Err(e) => Err(self.tenant_err(
+                    t,
+                    name,
+                    format!("cannot read secret file {}: {e}", path.display()),
+                )),
             };
         }
         Err(self.tenant_err(t, name, "no secret source".into()))
@@ -346,13 +389,20 @@ impl Config {
             let s = t.get_ref();
             let secret = self.tenant_secret(name)?;
             let credentials = match (&s.package_sid, &s.entra_tenant_id, &s.client_id) {
-                (Some(sid), _, _) => Credentials::PackageSid { package_sid: sid.clone(), secret },
-                (None, Some(tid), Some(cid)) => {
-                    Credentials::EntraId { tenant_id: tid.clone(), client_id: cid.clone(), secret }
-                }
+                (Some(sid), _, _) => Credentials::PackageSid {
+                    package_sid: sid.clone(),
+                    secret,
+                },
+                (None, Some(tid), Some(cid)) => Credentials::EntraId {
+                    tenant_id: tid.clone(),
+                    client_id: cid.clone(),
+                    secret,
+                },
                 _ => return Err(self.tenant_err(t, name, "no credentials".into())),
             };
-            credentials.validate().map_err(|e| self.tenant_err(t, name, e.to_string()))?;
+            credentials
+                .validate()
+                .map_err(|e| self.tenant_err(t, name, e.to_string()))?;
             let mut rl = RateLimit::default();
             if let Some(r) = s.rate_per_second {
                 rl = RateLimit::per_second(r);
@@ -409,7 +459,11 @@ impl Config {
             let p = self.relative(f);
             tc.add_ca_file(&p).map_err(|e| ConfigError {
                 path: self.path.clone(),
-                line: self.text.find("extra_ca_files").map(|i| line_col(&self.text, i).0).unwrap_or(None),
+                line: self
+                    .text
+                    .find("extra_ca_files")
+                    .map(|i| line_col(&self.text, i).0)
+                    .unwrap_or(None),
                 column: None,
                 message: e.to_string(),
             })?;
@@ -419,7 +473,10 @@ impl Config {
 
     /// An engine builder with every tenant, the transport and the retry policy.
     pub fn engine_builder(&self) -> Result<EngineBuilder, ConfigError> {
-        let mut ec = EngineConfig { retry: self.file.retry.clone(), ..EngineConfig::default() };
+        let mut ec = EngineConfig {
+            retry: self.file.retry.clone(),
+            ..EngineConfig::default()
+        };
         if let Some(n) = self.file.engine.shards {
             ec.shards = n.max(1);
         }
@@ -429,7 +486,9 @@ impl Config {
         if let Some(s) = self.file.engine.credential_retry_interval_s {
             ec.credential_retry_interval = Duration::from_secs(s);
         }
-        let mut b = EngineBuilder::default().config(ec).transport(self.transport()?);
+        let mut b = EngineBuilder::default()
+            .config(ec)
+            .transport(self.transport()?);
         for t in self.tenants()? {
             b = b.tenant(t);
         }
@@ -447,7 +506,10 @@ impl Config {
     }
 
     /// A raw extra section (`[consume]`, `[serve]`, `[campaign]`) deserialized.
-    pub fn section<T: serde::de::DeserializeOwned + Default>(&self, name: &str) -> Result<T, ConfigError> {
+    pub fn section<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        name: &str,
+    ) -> Result<T, ConfigError> {
         let raw = match name {
             "campaign" => &self.file.campaign,
             "consume" => &self.file.consume,
@@ -458,8 +520,15 @@ impl Config {
             None => Ok(T::default()),
             Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
                 let span = self.text.find(&format!("[{name}]")).map(|i| i..i + 1);
-                let (line, column) = span.map(|s| line_col(&self.text, s.start)).unwrap_or((None, None));
-                ConfigError { path: self.path.clone(), line, column, message: format!("[{name}]: {}", e.message().trim()) }
+                let (line, column) = span
+                    .map(|s| line_col(&self.text, s.start))
+                    .unwrap_or((None, None));
+                ConfigError {
+                    path: self.path.clone(),
+                    line,
+                    column,
+                    message: format!("[{name}]: {}", e.message().trim()),
+                }
             }),
         }
     }
@@ -469,12 +538,21 @@ fn line_col(text: &str, offset: usize) -> (Option<usize>, Option<usize>) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = offset - before.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0) + 1;
+    let col = offset
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0)
+        + 1;
     (Some(line), Some(col))
 }
 
 fn apply_override(table: &mut toml::Table, key: &str, value: &str) -> Result<(), String> {
-    let path: Vec<String> = key["FLEETWAKE_".len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let path: Vec<String> = key["FLEETWAKE_".len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
     if path.iter().any(|p| p.is_empty()) {
         return Err("empty name between '__'".into());
     }
@@ -493,8 +571,12 @@ fn apply_override(table: &mut toml::Table, key: &str, value: &str) -> Result<(),
             cur.insert(existing, parsed);
             return Ok(());
         }
-        let next = cur.entry(existing.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = next.as_table_mut().ok_or_else(|| format!("`{existing}` is not a table"))?;
+        let next = cur
+            .entry(existing.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = next
+            .as_table_mut()
+            .ok_or_else(|| format!("`{existing}` is not a table"))?;
     }
     Ok(())
 }
@@ -535,7 +617,10 @@ secret_file = "fab.secret"
     fn good_config_parses() {
         let c = parse(GOOD, &[]).unwrap();
         assert_eq!(c.file.retry.max_attempts, 3);
-        assert_eq!(c.tenant_names().collect::<Vec<_>>(), ["contoso", "fabrikam"]);
+        assert_eq!(
+            c.tenant_names().collect::<Vec<_>>(),
+            ["contoso", "fabrikam"]
+        );
         assert_eq!(c.transport().unwrap().http, HttpPolicy::Http1Only);
     }
 
@@ -556,14 +641,22 @@ secret_file = "fab.secret"
         let e = parse("\n\n[tenants.a]\npackage_sid = \"ms-app://S\"\n", &[]).unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.message.contains("secret_env"), "{e}");
-        let e = parse("[tenants.a]\npackage_sid = \"ms-app://S\"\nsecret = \"hunter2\"\n", &[]).unwrap_err();
+        let e = parse(
+            "[tenants.a]\npackage_sid = \"ms-app://S\"\nsecret = \"hunter2\"\n",
+            &[],
+        )
+        .unwrap_err();
         assert!(e.message.contains("never go in the config file"), "{e}");
         assert!(!e.to_string().contains("hunter2"));
         let e = parse("[tenants.a]\nsecret_env = \"X\"\n", &[]).unwrap_err();
         assert!(e.message.contains("package_sid"), "{e}");
         let e = parse("[retry]\n", &[]).unwrap_err();
         assert!(e.message.contains("at least one tenant"), "{e}");
-        let e = parse("[bogus]\n[tenants.a]\npackage_sid=\"ms-app://S\"\nsecret_env=\"X\"\n", &[]).unwrap_err();
+        let e = parse(
+            "[bogus]\n[tenants.a]\npackage_sid=\"ms-app://S\"\nsecret_env=\"X\"\n",
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(e.line, Some(1));
         assert!(e.message.contains("unknown field `bogus`"), "{e}");
     }
@@ -595,7 +688,10 @@ secret_file = "fab.secret"
         let c = Config::from_str_with_env(&path, GOOD, std::iter::empty()).unwrap();
         assert_eq!(c.tenant_secret("fabrikam").unwrap().expose(), "s3cret");
         let e = c.tenant_secret("contoso").unwrap_err();
-        assert!(e.message.contains("FW_TEST_SECRET_CONTOSO is not set"), "{e}");
+        assert!(
+            e.message.contains("FW_TEST_SECRET_CONTOSO is not set"),
+            "{e}"
+        );
         assert_eq!(e.line, Some(9), "the [tenants.contoso] header");
     }
 }

@@ -11,10 +11,11 @@
 //!
 //! See `docs/ARCHITECTURE.md` for how a wake flows through them.
 
+pub mod campaign;
 pub mod cli;
+pub mod config;
 #[cfg(feature = "emulator")]
 pub mod emulator;
-pub mod config;
 pub mod engine;
 pub mod telemetry;
 pub mod transport;

@@ -400,6 +400,11 @@ impl Engine {
         self.submit_stream(futures_util::stream::iter(input), concurrency)
     }
 
+    /// True when `tenant` is configured.
+    pub fn has_tenant(&self, tenant: &str) -> bool {
+        self.inner.tenants.contains_key(tenant)
+    }
+
     /// Token requests sent so far for `tenant` (None for an unknown tenant).
     pub fn token_requests(&self, tenant: &str) -> Option<u64> {
         self.inner

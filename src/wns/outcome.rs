@@ -62,6 +62,10 @@ pub enum OutcomeKind {
     InvalidPayload,
     /// The notification names a tenant the engine does not know.
     UnknownTenant,
+    /// The input row could not be read (broken line, bad encoding, missing field).
+    InvalidInput,
+    /// Not pushed: the channel is known to be dead (410 before) or older than 30 days.
+    ChannelStale,
     /// The token endpoint rejected the tenant's credentials.
     CredentialRejected,
     /// The token endpoint could not be reached or failed; retryable.
@@ -98,6 +102,8 @@ pub enum MdmAction {
     FixChannelRecord,
     /// The tenant is not configured.
     FixConfig,
+    /// The input row is malformed; fix the device list.
+    FixInput,
 }
 
 impl MdmAction {
@@ -115,6 +121,7 @@ impl MdmAction {
             MdmAction::FixRequest => "fix_request",
             MdmAction::FixChannelRecord => "fix_channel_record",
             MdmAction::FixConfig => "fix_config",
+            MdmAction::FixInput => "fix_input",
         }
     }
 
@@ -138,6 +145,7 @@ impl MdmAction {
             MdmAction::FixRequest => "the request was refused as malformed: a configuration or code error",
             MdmAction::FixChannelRecord => "the stored channel URI is not a WNS channel: read Push/ChannelURI again",
             MdmAction::FixConfig => "the tenant is not configured",
+            MdmAction::FixInput => "the input row is malformed: fix the device list",
         }
     }
 }
@@ -150,7 +158,7 @@ impl fmt::Display for MdmAction {
 
 impl OutcomeKind {
     /// All kinds, in declaration order (for metrics tables and reports).
-    pub const ALL: [OutcomeKind; 27] = [
+    pub const ALL: [OutcomeKind; 29] = [
         OutcomeKind::Received,
         OutcomeKind::Dropped,
         OutcomeKind::ChannelThrottled,
@@ -174,6 +182,8 @@ impl OutcomeKind {
         OutcomeKind::InvalidChannel,
         OutcomeKind::InvalidPayload,
         OutcomeKind::UnknownTenant,
+        OutcomeKind::InvalidInput,
+        OutcomeKind::ChannelStale,
         OutcomeKind::CredentialRejected,
         OutcomeKind::TokenUnavailable,
         OutcomeKind::Expired,
@@ -211,6 +221,8 @@ impl OutcomeKind {
             OutcomeKind::InvalidChannel => "invalid_channel",
             OutcomeKind::InvalidPayload => "invalid_payload",
             OutcomeKind::UnknownTenant => "unknown_tenant",
+            OutcomeKind::InvalidInput => "invalid_input",
+            OutcomeKind::ChannelStale => "channel_stale",
             OutcomeKind::CredentialRejected => "credential_rejected",
             OutcomeKind::TokenUnavailable => "token_unavailable",
             OutcomeKind::Expired => "expired",
@@ -247,7 +259,7 @@ impl OutcomeKind {
         match self {
             Received => MdmAction::None,
             Dropped | ChannelThrottled => MdmAction::WaitForPoll,
-            ChannelExpired => MdmAction::ResetPfnAtNextSync,
+            ChannelExpired | ChannelStale => MdmAction::ResetPfnAtNextSync,
             ChannelInvalid => MdmAction::RefreshChannelAtNextSync,
             ChannelAppMismatch => MdmAction::FixPfnOrCredentials,
             Unauthorized | CredentialRejected => MdmAction::FixCredentials,
@@ -257,11 +269,24 @@ impl OutcomeKind {
             }
             InvalidChannel => MdmAction::FixChannelRecord,
             UnknownTenant => MdmAction::FixConfig,
+            InvalidInput => MdmAction::FixInput,
             Throttled | RateLimited | ServerError | Unavailable | ConnectError | TlsError
             | Timeout | ProtocolError | TokenUnavailable | Expired | ShutDown => {
                 MdmAction::RetryLater
             }
         }
+    }
+}
+
+impl std::str::FromStr for OutcomeKind {
+    type Err = String;
+    /// Reads a name written by [`OutcomeKind::as_str`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OutcomeKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown outcome {s:?}"))
     }
 }
 

@@ -1,0 +1,145 @@
+//! The campaign's channel table: which channels were already pushed, in 8 bytes
+//! per channel. A key is 58 bits of a SipHash of the channel URI; the low 6 bits
+//! hold the state (pending, or the final [`OutcomeKind`]). At a million
+//! channels the table is about 19 MB; two URIs collide with a probability of
+//! about n²/2⁵⁹ (2·10⁻⁶ at a million), in which case the second device is
+//! reported as sharing the first one's push.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+
+use crate::wns::OutcomeKind;
+
+const STATE_BITS: u32 = 6;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+const PENDING: u64 = STATE_MASK;
+
+#[derive(Clone, Copy)]
+struct Entry(u64);
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 >> STATE_BITS == other.0 >> STATE_BITS
+    }
+}
+impl Eq for Entry {}
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0 >> STATE_BITS);
+    }
+}
+
+/// A channel's state in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelState {
+    /// Never seen.
+    New,
+    /// A push for it is queued or in flight.
+    Pending,
+    /// Its push ended with this outcome.
+    Done(OutcomeKind),
+}
+
+/// The 58-bit key of a channel URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelKey(u64);
+
+impl ChannelKey {
+    /// Hashes a channel URI (exact bytes; no normalisation).
+    pub fn of(uri: &str) -> Self {
+        // SipHasher::new() has fixed keys, so keys are stable across runs (resume).
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new();
+        uri.hash(&mut h);
+        ChannelKey(h.finish() & !STATE_MASK)
+    }
+}
+
+/// Channels seen in this campaign and their state.
+#[derive(Default)]
+pub struct ChannelTable {
+    set: HashSet<Entry, std::hash::BuildHasherDefault<PassThrough>>,
+}
+
+/// The keys are already hashes; pass them through.
+#[derive(Default)]
+pub struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Spread the bits: the table reads both the high bits (control bytes)
+        // and the low bits (bucket index) of the hash.
+        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+impl ChannelTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The state of a channel.
+    pub fn state(&self, key: ChannelKey) -> ChannelState {
+        match self.set.get(&Entry(key.0)) {
+            None => ChannelState::New,
+            Some(e) if e.0 & STATE_MASK == PENDING => ChannelState::Pending,
+            Some(e) => ChannelState::Done(OutcomeKind::ALL[(e.0 & STATE_MASK) as usize]),
+        }
+    }
+
+    /// Records a channel's state.
+    pub fn set(&mut self, key: ChannelKey, state: ChannelState) {
+        let bits = match state {
+            ChannelState::New => {
+                self.set.remove(&Entry(key.0));
+                return;
+            }
+            ChannelState::Pending => PENDING,
+            ChannelState::Done(k) => k.index() as u64,
+        };
+        self.set.replace(Entry(key.0 | bits));
+    }
+
+    /// Channels in the table.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip() {
+        const _: () = assert!(OutcomeKind::ALL.len() < PENDING as usize);
+        let mut t = ChannelTable::new();
+        let a = ChannelKey::of("https://a.notify.windows.com/?token=1");
+        let b = ChannelKey::of("https://a.notify.windows.com/?token=2");
+        assert_ne!(a, b);
+        assert_eq!(t.state(a), ChannelState::New);
+        t.set(a, ChannelState::Pending);
+        assert_eq!(t.state(a), ChannelState::Pending);
+        assert_eq!(t.state(b), ChannelState::New);
+        for k in OutcomeKind::ALL {
+            t.set(a, ChannelState::Done(k));
+            assert_eq!(t.state(a), ChannelState::Done(k));
+        }
+        assert_eq!(t.len(), 1);
+        assert_eq!(ChannelKey::of("x"), ChannelKey::of("x"));
+    }
+}
