@@ -8,7 +8,14 @@
 //! - 3: interrupted (SIGINT/SIGTERM) after draining;
 //! - 4: internal or I/O error.
 
+mod campaign;
+mod config_cmd;
+#[cfg(feature = "emulator")]
+mod demo;
+#[cfg(feature = "emulator")]
 mod emulate;
+mod send;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -57,7 +64,18 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a campaign against the built-in WNS emulator: the first thing to try.
+    #[cfg(feature = "emulator")]
+    Demo(demo::Args),
+    /// Wake every device in a CSV/JSONL list; resumable; writes a report.
+    Campaign(campaign::Args),
+    /// Send one wake and print the full outcome and response headers.
+    Send(send::Args),
+    /// Check a configuration file.
+    #[command(subcommand)]
+    Config(config_cmd::Command),
     /// Run the built-in WNS emulator (token endpoints and push endpoint over TLS).
+    #[cfg(feature = "emulator")]
     Emulate(emulate::Args),
 }
 
@@ -77,6 +95,12 @@ pub fn main() -> ExitCode {
     };
     let code = rt.block_on(async move {
         match cli.command {
+            #[cfg(feature = "emulator")]
+            Command::Demo(a) => demo::run(a).await,
+            Command::Campaign(a) => campaign::run(a).await,
+            Command::Send(a) => send::run(a).await,
+            Command::Config(c) => config_cmd::run(c),
+            #[cfg(feature = "emulator")]
             Command::Emulate(a) => emulate::run(a).await,
         }
     });

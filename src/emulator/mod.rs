@@ -30,6 +30,7 @@ mod behavior;
 mod body;
 mod certs;
 mod channels;
+pub mod demo;
 mod push;
 mod stats;
 mod tokens;

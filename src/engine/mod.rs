@@ -54,6 +54,8 @@ pub struct Notification {
     pub options: PushOptions,
     /// Do not push after this time; the outcome is then `expired`.
     pub not_after: Option<SystemTime>,
+    /// Keep every response header in [`Outcome::response_headers`] (for debugging one device).
+    pub capture_headers: bool,
 }
 
 impl Notification {
@@ -65,6 +67,7 @@ impl Notification {
             payload: Payload::wake(),
             options: PushOptions::default(),
             not_after: None,
+            capture_headers: false,
         }
     }
 

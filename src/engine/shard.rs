@@ -210,7 +210,13 @@ pub(crate) async fn deliver(
         shared.gauges.in_flight.decrement(1.0);
         drop(_in_flight);
         let outcome = match result {
-            Ok(resp) => Outcome::from_classified(classify(resp.status(), resp.headers())),
+            Ok(resp) => {
+                let mut o = Outcome::from_classified(classify(resp.status(), resp.headers()));
+                if n.capture_headers {
+                    o.response_headers = Some(Box::new(resp.headers().clone()));
+                }
+                o
+            }
             Err(e) => Outcome::local(e.outcome_kind(), e.message),
         };
         if outcome.kind == OutcomeKind::Unauthorized && !resent_after_refresh {

@@ -479,6 +479,8 @@ pub struct Outcome {
     pub detail: Option<String>,
     /// True when this wake was merged into another wake for the same channel.
     pub coalesced: bool,
+    /// Every response header, when the notification asked for them.
+    pub response_headers: Option<Box<HeaderMap>>,
 }
 
 impl Outcome {
@@ -493,6 +495,7 @@ impl Outcome {
             latency: Duration::ZERO,
             detail: Some(detail.into()),
             coalesced: false,
+            response_headers: None,
         }
     }
 
@@ -508,6 +511,7 @@ impl Outcome {
             latency: Duration::ZERO,
             detail,
             coalesced: false,
+            response_headers: None,
         }
     }
 

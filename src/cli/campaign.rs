@@ -1,0 +1,250 @@
+//! `fleetwake campaign`: wake every device in a file (or stdin), resumably, and
+//! write the report, summary, action lists and optional HTML page.
+
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::campaign::{
+    self, input::DeviceReader, summary, CampaignOptions, CampaignRun, ProgressMode,
+};
+use crate::config::Config;
+use crate::engine::Engine;
+
+const EXAMPLES: &str = "\
+Input: CSV with a header, or JSONL, with device_id, channel_uri, tenant and
+optionally channel_seen_at (RFC 3339). `-` reads stdin.
+
+Examples:
+  fleetwake campaign --config fleetwake.toml --devices fleet.csv --report wake.jsonl
+  fleetwake campaign --config fleetwake.toml --devices - --report wake.jsonl --html wake.html < fleet.jsonl
+
+Run the same command again after a crash or Ctrl-C to resume from the checkpoint
+(wake.jsonl.checkpoint); --restart starts over. Outputs beside the report:
+wake.jsonl.summary.json and wake.jsonl.actions/<action>.csv.";
+
+/// Arguments of `fleetwake campaign`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// The TOML config (tenants, transport, retry policy).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The device list (CSV or JSONL), or `-` for stdin.
+    #[arg(long, value_name = "FILE|-")]
+    pub devices: String,
+    /// The JSONL report: one row per device (also the resume journal).
+    #[arg(long, value_name = "FILE")]
+    pub report: PathBuf,
+    /// Also write a self-contained HTML report.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Where the JSON summary goes [default: REPORT.summary.json].
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+    /// Stop at the first bad row instead of reporting it and going on.
+    #[arg(long)]
+    pub strict: bool,
+    /// Discard an existing report and checkpoint and start over.
+    #[arg(long)]
+    pub restart: bool,
+    /// Most devices between being read and having their report row.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_outstanding: usize,
+    /// Progress display: auto (a bar on a terminal, else a log line every 5 s), bar, log, none.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "bar", "log", "none"])]
+    pub progress: String,
+}
+
+pub(crate) async fn run(a: Args) -> u8 {
+    let cfg = match Config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return super::EXIT_CONFIG;
+        }
+    };
+    if let Some(addr) = cfg.file.metrics.prometheus_listen {
+        if let Err(e) = crate::telemetry::install_prometheus(addr) {
+            eprintln!("error: {e}");
+            return super::EXIT_CONFIG;
+        }
+    }
+    let engine = match cfg
+        .engine_builder()
+        .map_err(|e| e.to_string())
+        .and_then(|b| b.build().map_err(|e| e.to_string()))
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return super::EXIT_CONFIG;
+        }
+    };
+    let (reader, total_bytes): (Box<dyn BufRead + Send>, u64) = if a.devices == "-" {
+        (
+            Box::new(BufReader::with_capacity(256 * 1024, std::io::stdin())),
+            0,
+        )
+    } else {
+        match std::fs::File::open(&a.devices) {
+            Ok(f) => {
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                (Box::new(BufReader::with_capacity(256 * 1024, f)), len)
+            }
+            Err(e) => {
+                eprintln!("error: cannot open the device list {}: {e}", a.devices);
+                return super::EXIT_CONFIG;
+            }
+        }
+    };
+    let source = if a.devices == "-" {
+        "stdin".to_string()
+    } else {
+        a.devices.clone()
+    };
+    let mut opts = CampaignOptions::new(&a.report);
+    opts.strict = a.strict;
+    opts.restart = a.restart;
+    opts.max_outstanding = a.max_outstanding.max(1);
+    opts.push = cfg.push_options();
+    opts.fingerprint = fingerprint(&a.config, &a.devices, total_bytes);
+    opts.progress = progress_mode(&a.progress, total_bytes);
+    let outputs = Outputs {
+        summary: a.summary.clone(),
+        html: a.html.clone(),
+    };
+    let stop = super::signals::stop_on_signals();
+    let code = run_and_report(
+        &engine,
+        DeviceReader::new(reader, source),
+        opts,
+        stop,
+        &outputs,
+    )
+    .await;
+    engine.shutdown(Duration::from_secs(30)).await;
+    code
+}
+
+/// Where the end-of-campaign files go.
+pub(crate) struct Outputs {
+    pub(crate) summary: Option<PathBuf>,
+    pub(crate) html: Option<PathBuf>,
+}
+
+pub(crate) fn progress_mode(choice: &str, total_bytes: u64) -> ProgressMode {
+    let tty = std::io::stderr().is_terminal();
+    match choice {
+        "bar" => ProgressMode::Bar { total_bytes },
+        "log" => ProgressMode::Log {
+            every: Duration::from_secs(5),
+        },
+        "none" => ProgressMode::Quiet,
+        _ if tty => ProgressMode::Bar { total_bytes },
+        _ => ProgressMode::Log {
+            every: Duration::from_secs(5),
+        },
+    }
+}
+
+fn fingerprint(config: &Path, devices: &str, devices_len: u64) -> String {
+    let config = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
+    let devices = if devices == "-" {
+        "stdin".to_string()
+    } else {
+        std::fs::canonicalize(devices)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| devices.to_string())
+    };
+    format!(
+        "config={} devices={} bytes={}",
+        config.display(),
+        devices,
+        devices_len
+    )
+}
+
+/// Runs the campaign, then writes and prints the summary. Returns the exit code.
+pub(crate) async fn run_and_report<R: BufRead + Send + 'static>(
+    engine: &Engine,
+    reader: DeviceReader<R>,
+    opts: CampaignOptions,
+    stop: tokio::sync::watch::Receiver<bool>,
+    outputs: &Outputs,
+) -> u8 {
+    let report = opts.report.clone();
+    let run = match campaign::run(engine, reader, opts, stop).await {
+        Ok(r) => r,
+        Err(e @ campaign::CampaignError::Report(_))
+        | Err(e @ campaign::CampaignError::Input(_)) => {
+            eprintln!("error: {e}");
+            return super::EXIT_CONFIG;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return super::EXIT_INTERNAL;
+        }
+    };
+    match finish(&report, &run, outputs) {
+        Ok(s) => exit_code(&run, &s),
+        Err(e) => {
+            eprintln!("error: writing the summary: {e}");
+            super::EXIT_INTERNAL
+        }
+    }
+}
+
+fn finish(
+    report: &Path,
+    run: &CampaignRun,
+    outputs: &Outputs,
+) -> std::io::Result<summary::Summary> {
+    let mut s = summary::summarize(report, Some(&summary::actions_dir(report)))?;
+    s.duration_s = (run.duration.as_secs_f64() * 10.0).round() / 10.0;
+    s.devices_per_s = (run.rows_written as f64 / run.duration.as_secs_f64().max(0.001)).round();
+    s.interrupted = run.interrupted;
+    if run.already_complete {
+        println!("The campaign for {} is already complete; showing its summary (--restart runs it again).", report.display());
+    }
+    if run.resumed_skipped > 0 {
+        println!(
+            "Resumed: {} devices were already done in an earlier run.",
+            run.resumed_skipped
+        );
+    }
+    print!("{}", summary::render_table(&s));
+    let summary_path = outputs.summary.clone().unwrap_or_else(|| {
+        let mut p = report.as_os_str().to_owned();
+        p.push(".summary.json");
+        PathBuf::from(p)
+    });
+    std::fs::write(
+        &summary_path,
+        serde_json::to_vec_pretty(&s).map_err(std::io::Error::other)?,
+    )?;
+    println!("\nSummary JSON: {}", summary_path.display());
+    if let Some(h) = &outputs.html {
+        campaign::html::write(h, &s, &run.timeline)?;
+        println!("HTML report:  {}", h.display());
+    }
+    if let Some((line, reason)) = &run.strict_stop {
+        eprintln!("error: --strict: stopped at line {line}: {reason}");
+    }
+    if run.interrupted {
+        eprintln!("interrupted: in-flight wakes were drained and the checkpoint written; run the same command to resume");
+    }
+    Ok(s)
+}
+
+fn exit_code(run: &CampaignRun, s: &summary::Summary) -> u8 {
+    if run.interrupted {
+        super::EXIT_INTERRUPTED
+    } else if run.strict_stop.is_some() {
+        super::EXIT_CONFIG
+    } else if s.not_received() > 0 {
+        super::EXIT_FAILURES
+    } else {
+        super::EXIT_OK
+    }
+}
