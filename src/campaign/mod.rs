@@ -382,11 +382,14 @@ pub async fn run<R: BufRead + Send + 'static>(
                     completed.push(more);
                 }
             }
-            changed = stop.changed(), if reading => {
+            changed = stop.changed(), if !interrupted => {
                 if changed.is_err() || *stop.borrow() {
                     reading = false;
                     interrupted = true;
                     rows.close();
+                    // Requests in flight finish; wakes not yet sent end as
+                    // `shut_down` and get no row, so a resume sends them.
+                    engine.drain();
                 }
             }
             row = rows.recv(), if reading && outstanding.len() < opts.max_outstanding => match row {
@@ -421,6 +424,13 @@ pub async fn run<R: BufRead + Send + 'static>(
             else => break,
         }
         for (meta, outcome) in completed {
+            if outcome.kind == OutcomeKind::ShutDown {
+                // Never sent: no row, the line stays below the watermark, and
+                // devices waiting on this channel are left for the resume too.
+                table.set(meta.key, ChannelState::New);
+                dup_waiters.remove(&meta.key);
+                continue;
+            }
             table.set(meta.key, ChannelState::Done(outcome.kind));
             outstanding.remove(&meta.line);
             writer.write(&meta.as_subject(), &outcome).map_err(io)?;
@@ -443,7 +453,7 @@ pub async fn run<R: BufRead + Send + 'static>(
             timeline.push(second.close(started));
         }
         progress.tick();
-        let finished = !reading && inflight.is_empty() && dup_waiters.is_empty();
+        let finished = !reading && inflight.is_empty() && (dup_waiters.is_empty() || interrupted);
         if finished || last_checkpoint.elapsed() >= opts.checkpoint_every {
             let watermark = outstanding.first().copied().unwrap_or(next_line);
             let cp = Checkpoint {

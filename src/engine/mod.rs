@@ -421,12 +421,19 @@ impl Engine {
         &self.inner.shared.transport
     }
 
-    /// Stops taking wakes and drains: queued and in-flight wakes finish (waiting
-    /// retries end at once with their last, retryable, outcome). After `grace`,
-    /// whatever is left ends as `shut_down`. New submits get `shut_down` at once.
-    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+    /// Starts draining without waiting: new submits get `shut_down`; wakes not yet
+    /// sent end as `shut_down` (nothing was sent for them, so they can be resent
+    /// safely later); requests in flight finish; waiting retries end at once with
+    /// their last, retryable, outcome.
+    pub fn drain(&self) {
         self.inner.closing.store(true, Ordering::Release);
         let _ = self.inner.draining_tx.send(true);
+    }
+
+    /// [`Engine::drain`], then waits for the shard workers to finish. After
+    /// `grace`, whatever is left ends as `shut_down`.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        self.drain();
         let workers: Vec<_> = std::mem::take(&mut *self.inner.workers.lock());
         let aborts: Vec<_> = workers.iter().map(|w| w.abort_handle()).collect();
         let all = futures_util::future::join_all(workers);

@@ -157,13 +157,28 @@ pub(crate) async fn deliver(
         if Instant::now() >= deadline {
             return finish(expired(), attempts);
         }
-        let Ok(_in_flight) = tenant.in_flight.clone().acquire_owned().await else {
-            return finish(
-                Outcome::local(OutcomeKind::ShutDown, "engine closed"),
-                attempts,
-            );
+        // Waiting for a slot and for the rate limit is cut short by draining:
+        // nothing has been sent for this attempt yet.
+        let mut draining = shared.draining.clone();
+        let ready = async {
+            let permit = tenant.in_flight.clone().acquire_owned().await.ok()?;
+            Some((permit, tenant.limiter.until_ready(deadline).await))
         };
-        if !tenant.limiter.until_ready(deadline).await {
+        let waited = tokio::select! {
+            biased;
+            _ = draining.wait_for(|d| *d) => None,
+            r = ready => r,
+        };
+        let Some((in_flight_slot, on_time)) = waited else {
+            let o = last.clone().unwrap_or_else(|| {
+                Outcome::local(
+                    OutcomeKind::ShutDown,
+                    "not sent: the engine is shutting down",
+                )
+            });
+            return finish(o, attempts);
+        };
+        if !on_time {
             return finish(expired(), attempts);
         }
         let token = match tenant.tokens.get().await {
@@ -179,7 +194,7 @@ pub(crate) async fn deliver(
                 o.retry_after = Some(retry_after);
                 // Counted as an attempt so that a dead token endpoint cannot loop forever.
                 attempts += 1;
-                drop(_in_flight);
+                drop(in_flight_slot);
                 match wait_for_retry(shared, tenant, policy, attempts, &o, deadline).await {
                     true => {
                         last = Some(o);
@@ -208,7 +223,7 @@ pub(crate) async fn deliver(
         let result = shared.transport.send(req).await;
         tenant.metrics.request(started.elapsed());
         shared.gauges.in_flight.decrement(1.0);
-        drop(_in_flight);
+        drop(in_flight_slot);
         let outcome = match result {
             Ok(resp) => {
                 let mut o = Outcome::from_classified(classify(resp.status(), resp.headers()));
