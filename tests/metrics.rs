@@ -20,28 +20,98 @@ fn value(text: &str, prefix: &str) -> f64 {
 async fn outcomes_latency_in_flight_tokens_and_retries_are_recorded() {
     let handle = fleetwake::telemetry::install_prometheus_recorder().unwrap();
     let emu = emulator(HttpVersions::Both).await;
-    let engine = engine(&emu, RetryPolicy { max_attempts: 2, ..quick_retries() });
+    let engine = engine(
+        &emu,
+        RetryPolicy {
+            max_attempts: 2,
+            ..quick_retries()
+        },
+    );
     for i in 0..5 {
-        engine.submit(Notification::wake("t", channel("ok", i))).await;
+        engine
+            .submit(Notification::wake("t", channel("ok", i)))
+            .await;
     }
-    engine.submit(Notification::wake("t", channel("gone", 1))).await;
-    engine.submit(Notification::wake("t", channel("unavailable", 1))).await;
+    engine
+        .submit(Notification::wake("t", channel("gone", 1)))
+        .await;
+    engine
+        .submit(Notification::wake("t", channel("unavailable", 1)))
+        .await;
     emu.expire_tokens();
-    engine.submit(Notification::wake("t", channel("ok", "after-expiry"))).await;
+    engine
+        .submit(Notification::wake("t", channel("ok", "after-expiry")))
+        .await;
     let text = handle.render();
-    assert_eq!(value(&text, r#"fleetwake_outcomes_total{tenant="t",outcome="received"}"#), 6.0);
-    assert_eq!(value(&text, r#"fleetwake_outcomes_total{tenant="t",outcome="channel_expired"}"#), 1.0);
-    assert_eq!(value(&text, r#"fleetwake_outcomes_total{tenant="t",outcome="unavailable"}"#), 1.0);
-    assert_eq!(value(&text, r#"fleetwake_retries_total{tenant="t",outcome="unavailable"}"#), 1.0);
-    assert_eq!(value(&text, r#"fleetwake_retries_total{tenant="t",outcome="unauthorized"}"#), 1.0);
-    assert_eq!(value(&text, r#"fleetwake_token_refreshes_total{tenant="t",result="ok"}"#), 2.0);
+    assert_eq!(
+        value(
+            &text,
+            r#"fleetwake_outcomes_total{tenant="t",outcome="received"}"#
+        ),
+        6.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"fleetwake_outcomes_total{tenant="t",outcome="channel_expired"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"fleetwake_outcomes_total{tenant="t",outcome="unavailable"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"fleetwake_retries_total{tenant="t",outcome="unavailable"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"fleetwake_retries_total{tenant="t",outcome="unauthorized"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"fleetwake_token_refreshes_total{tenant="t",result="ok"}"#
+        ),
+        2.0
+    );
     // One HTTP attempt per request: 5 + 1 + 2 + (401 + resend) = 10.
-    assert_eq!(value(&text, r#"fleetwake_request_duration_seconds_count{tenant="t"}"#), 10.0);
-    assert_eq!(value(&text, r#"fleetwake_wake_duration_seconds_count{tenant="t"}"#), 8.0);
-    assert_eq!(value(&text, "fleetwake_in_flight "), 0.0, "nothing left in flight");
+    assert_eq!(
+        value(
+            &text,
+            r#"fleetwake_request_duration_seconds_count{tenant="t"}"#
+        ),
+        10.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"fleetwake_wake_duration_seconds_count{tenant="t"}"#
+        ),
+        8.0
+    );
+    assert_eq!(
+        value(&text, "fleetwake_in_flight "),
+        0.0,
+        "nothing left in flight"
+    );
     assert_eq!(value(&text, "fleetwake_pending "), 0.0);
     assert!(value(&text, r#"fleetwake_connections_open{protocol="h2"}"#) >= 1.0);
     // Labels carry no secrets, tokens or channel URIs.
-    assert!(!text.contains("test-secret") && !text.contains("notify.windows.com") && !text.contains("token="));
+    assert!(
+        !text.contains("test-secret")
+            && !text.contains("notify.windows.com")
+            && !text.contains("token=")
+    );
     engine.shutdown(Duration::from_secs(5)).await;
 }

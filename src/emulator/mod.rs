@@ -31,11 +31,11 @@ mod body;
 mod certs;
 mod channels;
 pub mod demo;
+pub mod faults;
 mod push;
 mod stats;
 mod tokens;
 
-use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -234,6 +234,8 @@ pub(crate) struct Shared {
     pub seq: AtomicU64,
     /// Per-process salt mixed into message ids.
     msg_salt: u64,
+    /// Injected faults.
+    pub faults: faults::FaultController,
 }
 
 impl Shared {
@@ -329,12 +331,18 @@ impl EmulatorConfig {
             token_lifetime: self.token_lifetime,
             seq: AtomicU64::new(0),
             msg_salt: fastrand::u64(..),
+            faults: faults::FaultController::new(),
         });
+        let rogue = certs::load(&TlsSource::Generate { out_dir: None }, &self.extra_sans)
+            .and_then(|t| certs::server_config(t, self.http))?;
         let builders = Arc::new(Builders::new(self.http, self.h2_max_concurrent_streams));
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(accept_loop(
             listener,
-            TlsAcceptor::from(server_config),
+            Acceptors {
+                good: TlsAcceptor::from(server_config),
+                rogue: TlsAcceptor::from(rogue),
+            },
             shared.clone(),
             builders,
             stop_rx,
@@ -402,6 +410,16 @@ impl EmulatorHandle {
         self.shared.channels.cached(channel_token, Instant::now())
     }
 
+    /// Replaces the injected faults (phases count from now). See [`faults`].
+    pub fn set_faults(&self, plan: faults::FaultPlan) {
+        self.shared.faults.set(plan);
+    }
+
+    /// The faults in force right now.
+    pub fn faults(&self) -> faults::Faults {
+        self.shared.faults.current()
+    }
+
     /// Stops accepting connections, lets open requests finish for up to
     /// [`SHUTDOWN_GRACE`], closes what remains, then returns.
     pub async fn shutdown(self) {
@@ -419,18 +437,26 @@ impl EmulatorHandle {
 /// given [`SHUTDOWN_GRACE`] before being aborted.
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: Acceptors,
     shared: Arc<Shared>,
     builders: Arc<Builders>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let mut tick = tokio::time::interval(faults::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            _ = tick.tick() => shared.faults.tick(),
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    if shared.faults.current().down {
+                        // The target is gone: close at once.
+                        drop(tcp);
+                        continue;
+                    }
                     conns.spawn(serve_connection(
                         tcp,
                         peer,
@@ -469,12 +495,18 @@ async fn accept_loop(
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
+    acceptors: Acceptors,
     shared: Arc<Shared>,
     builders: Arc<Builders>,
     mut closing: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    let mut fault_rx = shared.faults.subscribe();
+    let acceptor = if faults::Faults::hit(shared.faults.current().tls_fail_rate) {
+        &acceptors.rogue
+    } else {
+        &acceptors.good
+    };
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -499,8 +531,20 @@ async fn serve_connection(
         }
         None => Some(Arc::new(AtomicBool::new(true))),
     };
+    let served = Arc::new(AtomicU64::new(0));
+    let goaway = Arc::new(tokio::sync::Notify::new());
+    let (served_c, goaway_c) = (served.clone(), goaway.clone());
     let svc = service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
+        let n = served_c.fetch_add(1, Ordering::Relaxed) + 1;
+        if shared
+            .faults
+            .current()
+            .goaway_after
+            .is_some_and(|limit| n >= limit)
+        {
+            goaway_c.notify_one();
+        }
         if let Some(flag) = &uncounted {
             if flag.swap(false, Ordering::Relaxed) {
                 shared
@@ -508,7 +552,7 @@ async fn serve_connection(
                     .connection(req.version() == http::Version::HTTP_2);
             }
         }
-        async move { Ok::<_, Infallible>(route(&shared, req).await) }
+        async move { route(&shared, req).await }
     });
     let conn = builder.serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);
@@ -518,27 +562,72 @@ async fn serve_connection(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        _ = goaway.notified() => {
+            // Fault: GOAWAY (h2) or close after the response (h1); open streams finish.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = async { fault_rx.wait_for(|f| f.down).await.is_ok() } => {
+            // Fault: the target disappears; drop the connection mid-flight.
+            return;
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with error");
     }
 }
 
+/// The TLS acceptors: the real one, and one whose certificate no client trusts
+/// (for the `tls_fail_rate` fault).
+#[derive(Clone)]
+struct Acceptors {
+    good: TlsAcceptor,
+    rogue: TlsAcceptor,
+}
+
+/// A request the emulator answers by resetting the connection (a fault).
+#[derive(Debug)]
+pub(crate) struct InjectedReset;
+
+impl std::fmt::Display for InjectedReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injected connection reset")
+    }
+}
+
+impl std::error::Error for InjectedReset {}
+
 /// Dispatches by path.
-async fn route(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
+async fn route(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, InjectedReset> {
     let path = req.uri().path();
+    if path == "/accesstoken.srf" || entra_tenant(path).is_some() {
+        let f = shared.faults.current();
+        if f.token_delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(f.token_delay_ms.min(120_000))).await;
+        }
+        if f.token_down {
+            return Ok(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/json",
+                "{\"error\":\"temporarily_unavailable\"}".into(),
+            ));
+        }
+    }
     if path == "/accesstoken.srf" {
-        return tokens::handle(shared, req, TokenFlow::Legacy).await;
+        return Ok(tokens::handle(shared, req, TokenFlow::Legacy).await);
     }
     if let Some(tenant) = entra_tenant(path) {
         let flow = TokenFlow::Entra {
             tenant: tenant.to_owned(),
         };
-        return tokens::handle(shared, req, flow).await;
+        return Ok(tokens::handle(shared, req, flow).await);
     }
     if let Some(rest) = path.strip_prefix("/_emulator/") {
         let rest = rest.to_owned();
-        return admin(shared, &rest, req);
+        return Ok(admin(shared, &rest, req).await);
     }
     push::handle(shared, req).await
 }
@@ -549,8 +638,48 @@ fn entra_tenant(path: &str) -> Option<&str> {
     (!tenant.is_empty() && !tenant.contains('/')).then_some(tenant)
 }
 
-/// `/_emulator/{stats,expire-tokens,reset}`.
-fn admin(shared: &Shared, what: &str, req: Request<Incoming>) -> Response<RespBody> {
+/// `/_emulator/{stats,expire-tokens,reset,faults}`.
+async fn admin(shared: &Shared, what: &str, req: Request<Incoming>) -> Response<RespBody> {
+    if what == "faults" {
+        return match *req.method() {
+            Method::GET => match serde_json::to_string(&shared.faults.current()) {
+                Ok(json) => text(StatusCode::OK, "application/json", json),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    e.to_string(),
+                ),
+            },
+            Method::POST => {
+                let body = match body::read_limited(req.into_body(), 64 * 1024).await {
+                    body::BodyRead::Complete(b) => b,
+                    _ => {
+                        return text(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "text/plain",
+                            "fault plan over 64 KiB".into(),
+                        )
+                    }
+                };
+                match serde_json::from_slice::<faults::FaultPlan>(&body) {
+                    Ok(plan) => {
+                        shared.faults.set(plan);
+                        text(StatusCode::OK, "application/json", "{\"ok\":true}".into())
+                    }
+                    Err(e) => text(
+                        StatusCode::BAD_REQUEST,
+                        "text/plain",
+                        format!("fault plan: {e}"),
+                    ),
+                }
+            }
+            _ => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "method not allowed".into(),
+            ),
+        };
+    }
     let method = req.method();
     match (what, method) {
         ("stats", &Method::GET) => {

@@ -14,7 +14,7 @@
 //! 6. no (or empty) `token` query parameter → 404.
 
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use super::behavior::{parse_behavior, Behavior};
 use super::body::{drain, read_limited, BodyRead, DRAIN_CAP};
 use super::channels::{CachedPush, ChannelState};
+use super::faults::Faults;
 use super::tokens::{media_type_is, TokenCheck};
 use super::{RespBody, Shared};
 
@@ -109,7 +110,10 @@ struct PushOptions {
 }
 
 /// Handles one request to the push endpoint.
-pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
+pub(crate) async fn handle(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, super::InjectedReset> {
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let (parts, body) = req.into_parts();
     let channel = parts.uri.query().and_then(|q| {
@@ -134,9 +138,30 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
             ),
             Some(ch) => {
                 let behavior = parse_behavior(ch);
+                let faults = shared.faults.current();
+                if Faults::hit(faults.reset_rate) {
+                    // Counted as status 0: the request arrived and got no answer.
+                    shared.channels.with(ch, |state| state.count(0));
+                    shared.stats.push(0);
+                    return Err(super::InjectedReset);
+                }
+                if Faults::hit(faults.stall_rate) {
+                    tokio::time::sleep(Duration::from_millis(faults.stall_ms.min(600_000))).await;
+                }
+                let injected = Faults::hit(faults.error_rate).then(|| {
+                    let status = StatusCode::from_u16(faults.error_status)
+                        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                    Reply {
+                        retry_after: faults.retry_after_s,
+                        ..Reply::error(status, "Injected fault")
+                    }
+                });
                 let now = Instant::now();
                 let mut reply = shared.channels.with(ch, |state| {
-                    let r = decide(behavior, state, &opts, payload, &msg_id, now);
+                    let r = match injected {
+                        Some(r) => r,
+                        None => decide(behavior, state, &opts, payload, &msg_id, now),
+                    };
                     state.count(r.status.as_u16());
                     r
                 });
@@ -164,7 +189,7 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
         .get(MS_CV)
         .cloned()
         .unwrap_or_else(generate_cv);
-    build(reply, &msg_id, seq, ms_cv)
+    Ok(build(reply, &msg_id, seq, ms_cv))
 }
 
 /// Steps 1–5 of the validation (see module docs). On success returns the payload.
