@@ -17,6 +17,7 @@ pub mod config;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod engine;
+pub mod mdm;
 pub mod telemetry;
 pub mod transport;
 mod util;

@@ -6,7 +6,8 @@
 //! - [`dedupe`] holds the compact channel table (a channel is pushed once);
 //! - [`checkpoint`] holds the resume marker;
 //! - [`summary`] holds the summary, action lists and table;
-//! - [`html`] holds the self-contained HTML report.
+//! - [`html`] holds the self-contained HTML report;
+//! - [`store`] holds the link to the channel store (`--store`).
 //!
 //! Invariants:
 //! - Every input line that holds a device ends with exactly one report row,
@@ -25,6 +26,7 @@ pub mod dedupe;
 pub mod html;
 pub mod input;
 pub mod report;
+pub mod store;
 pub mod summary;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

@@ -51,6 +51,10 @@ pub struct Args {
     /// Most devices between being read and having their report row.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub max_outstanding: usize,
+    /// Use the channel store: skip channels it knows are dead (410, 404, 403, older
+    /// than 30 days) and record every outcome in it.
+    #[arg(long, value_name = "FILE")]
+    pub store: Option<PathBuf>,
     /// Progress display: auto (a bar on a terminal, else a log line every 5 s), bar, log, none.
     #[arg(long, default_value = "auto", value_parser = ["auto", "bar", "log", "none"])]
     pub progress: String,
@@ -110,12 +114,31 @@ pub(crate) async fn run(a: Args) -> u8 {
     opts.push = cfg.push_options();
     opts.fingerprint = fingerprint(&a.config, &a.devices, total_bytes);
     opts.progress = progress_mode(&a.progress, total_bytes);
+    let link = match &a.store {
+        None => None,
+        Some(path) => match crate::mdm::ChannelStore::open(path) {
+            Ok(store) => {
+                let link = campaign::store::StoreLink::new(store, crate::mdm::Policy::default());
+                opts.skip = Some(link.skip.clone());
+                opts.on_row = Some(link.on_row.clone());
+                Some(link)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return if e.is_input_error() {
+                    super::EXIT_CONFIG
+                } else {
+                    super::EXIT_INTERNAL
+                };
+            }
+        },
+    };
     let outputs = Outputs {
         summary: a.summary.clone(),
         html: a.html.clone(),
     };
     let stop = super::signals::stop_on_signals();
-    let code = run_and_report(
+    let mut code = run_and_report(
         &engine,
         DeviceReader::new(reader, source),
         opts,
@@ -124,6 +147,15 @@ pub(crate) async fn run(a: Args) -> u8 {
     )
     .await;
     engine.shutdown(Duration::from_secs(30)).await;
+    if let (Some(link), Some(path)) = (link, &a.store) {
+        match link.finish() {
+            Ok(n) => println!("Channel store: {n} outcomes recorded in {}", path.display()),
+            Err(e) => {
+                eprintln!("error: recording outcomes in the channel store: {e}");
+                code = super::EXIT_INTERNAL;
+            }
+        }
+    }
     code
 }
 

@@ -9,13 +9,17 @@
 //! - 4: internal or I/O error.
 
 mod campaign;
+mod channels;
 mod config_cmd;
 #[cfg(feature = "emulator")]
 mod demo;
 #[cfg(feature = "emulator")]
 mod emulate;
+mod mdm;
 mod send;
 mod signals;
+#[cfg(feature = "emulator")]
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -77,6 +81,13 @@ enum Command {
     /// Run the built-in WNS emulator (token endpoints and push endpoint over TLS).
     #[cfg(feature = "emulator")]
     Emulate(emulate::Args),
+    /// SyncML for the DMClient CSP: build Push/Poll commands, parse device replies.
+    Mdm(mdm::Args),
+    /// The channel store: import campaign reports and SyncML replies, list what is due.
+    Channels(channels::Args),
+    /// Run a server policy, with and without the MDM push guidance, against a simulated fleet.
+    #[cfg(feature = "emulator")]
+    Simulate(simulate::Args),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -102,6 +113,10 @@ pub fn main() -> ExitCode {
             Command::Config(c) => config_cmd::run(c),
             #[cfg(feature = "emulator")]
             Command::Emulate(a) => emulate::run(a).await,
+            Command::Mdm(a) => mdm::run(a),
+            Command::Channels(a) => channels::run(a),
+            #[cfg(feature = "emulator")]
+            Command::Simulate(a) => simulate::run(a),
         }
     });
     ExitCode::from(code)

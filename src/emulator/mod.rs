@@ -32,6 +32,7 @@ mod certs;
 mod channels;
 pub mod demo;
 pub mod faults;
+pub mod fleet;
 mod push;
 mod stats;
 mod tokens;
