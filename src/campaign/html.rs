@@ -46,14 +46,14 @@ fn line_chart(title: &str, unit: &str, points: &[TimelinePoint], series: &[Serie
         svg.push_str(r#"<text x="20" y="40">no data</text></svg></figure>"#);
         return svg;
     }
-    let tmax = points.iter().map(|p| p.t).max().unwrap_or(1).max(1) as f64;
+    let tmax = points.iter().map(|p| p.t).fold(1.0_f64, f64::max);
     let ymax = points
         .iter()
         .flat_map(|p| series.iter().map(move |(_, _, f)| f(p)))
         .fold(0.0_f64, f64::max)
         .max(1e-9)
         * 1.1;
-    let x = |t: u64| pad + (t as f64 / tmax) * (w - 2.0 * pad);
+    let x = |t: f64| pad + (t / tmax) * (w - 2.0 * pad);
     let y = |v: f64| h - pad + 10.0 - (v / ymax) * (h - 2.0 * pad);
     let _ = write!(
         svg,
@@ -183,8 +183,8 @@ code{background:#f3f3f3;padding:1px 4px;border-radius:3px}details{margin:6px 0}
         "devices/s",
         timeline,
         &[
-            ("all", "#1565c0", |p| p.done as f64),
-            ("received", "#2e7d32", |p| p.received as f64),
+            ("all", "#1565c0", |p| p.per_s),
+            ("received", "#2e7d32", |p| p.received_per_s),
         ],
     ));
     page.push_str(&line_chart(

@@ -130,12 +130,16 @@ impl CampaignOptions {
 /// One second of the campaign, for the HTML charts.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TimelinePoint {
-    /// Seconds since the run started.
-    pub t: u64,
-    /// Devices finished in this second.
+    /// Seconds since the run started (end of this interval).
+    pub t: f64,
+    /// Devices finished in this interval (about a second).
     pub done: u64,
     /// Of which received.
     pub received: u64,
+    /// Devices finished per second over the interval.
+    pub per_s: f64,
+    /// Received per second over the interval.
+    pub received_per_s: f64,
     /// Median latency of pushes finished in this second, ms.
     pub p50_ms: f64,
     /// 95th percentile, ms.
@@ -673,16 +677,23 @@ impl Second {
     }
 
     fn close(&mut self, run_started: Instant) -> TimelinePoint {
-        let t = run_started.elapsed().as_secs();
+        let t = (run_started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
         let (p50_ms, p95_ms) = self
             .hist
             .as_ref()
             .map(|h| (h.quantile(0.5), h.quantile(0.95)))
             .unwrap_or_default();
+        let secs = self
+            .started
+            .map(|s| s.elapsed().as_secs_f64())
+            .unwrap_or(1.0)
+            .max(0.001);
         let p = TimelinePoint {
             t,
             done: self.done,
             received: self.received,
+            per_s: (self.done as f64 / secs).round(),
+            received_per_s: (self.received as f64 / secs).round(),
             p50_ms,
             p95_ms,
         };
