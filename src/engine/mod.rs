@@ -15,6 +15,7 @@
 //! - [`retry`] holds the [`RetryPolicy`];
 //! - `shard`: the worker and the life of one wake (the hot path).
 
+mod hosts;
 pub mod retry;
 mod shard;
 pub mod tenant;
@@ -210,6 +211,7 @@ impl EngineBuilder {
         let (draining_tx, draining) = watch::channel(false);
         let shared = Arc::new(Shared {
             transport,
+            hosts: hosts::HostHealth::default(),
             retry: self.config.retry.clone(),
             gauges: EngineGauges::new(),
             draining: draining.clone(),
@@ -239,6 +241,7 @@ impl EngineBuilder {
 /// State every delivery reads.
 pub(crate) struct Shared {
     pub(crate) transport: Transport,
+    pub(crate) hosts: hosts::HostHealth,
     pub(crate) retry: RetryPolicy,
     pub(crate) gauges: EngineGauges,
     pub(crate) draining: watch::Receiver<bool>,

@@ -157,9 +157,61 @@ pub(crate) async fn deliver(
         if Instant::now() >= deadline {
             return finish(expired(), attempts);
         }
+        // A host that refuses connections is waited out without spending an attempt.
+        let mut draining = shared.draining.clone();
+        if let super::hosts::Gate::WaitUntil(until) = shared.hosts.gate(n.channel.host()) {
+            if until >= deadline {
+                return finish(expired(), attempts);
+            }
+            tokio::select! {
+                biased;
+                _ = draining.wait_for(|d| *d) => {
+                    let o = last.clone().unwrap_or_else(|| Outcome::local(OutcomeKind::ShutDown, "not sent: the engine is shutting down"));
+                    return finish(o, attempts);
+                }
+                _ = tokio::time::sleep_until(until.into()) => continue,
+            }
+        }
+        // The token comes before the rate-limit cell, so that a slow token
+        // endpoint cannot pile up granted cells that then fire all at once.
+        let got = tokio::select! {
+            biased;
+            _ = draining.wait_for(|d| *d) => None,
+            t = tenant.tokens.get() => Some(t),
+        };
+        let Some(got) = got else {
+            let o = last.clone().unwrap_or_else(|| {
+                Outcome::local(
+                    OutcomeKind::ShutDown,
+                    "not sent: the engine is shutting down",
+                )
+            });
+            return finish(o, attempts);
+        };
+        let token = match got {
+            Ok(t) => t,
+            Err(e @ super::token::TokenError::Rejected { .. }) => {
+                return finish(
+                    Outcome::local(OutcomeKind::CredentialRejected, e.to_string()),
+                    attempts,
+                );
+            }
+            Err(e @ super::token::TokenError::Unavailable { retry_after, .. }) => {
+                let mut o = Outcome::local(OutcomeKind::TokenUnavailable, e.to_string());
+                o.retry_after = Some(retry_after);
+                // Counted as an attempt so that a dead token endpoint cannot loop forever.
+                attempts += 1;
+                match wait_for_retry(shared, tenant, policy, attempts, &o, deadline).await {
+                    true => {
+                        last = Some(o);
+                        continue;
+                    }
+                    false => return finish(o, attempts),
+                }
+            }
+        };
         // Waiting for a slot and for the rate limit is cut short by draining:
         // nothing has been sent for this attempt yet.
-        let mut draining = shared.draining.clone();
         let ready = async {
             let permit = tenant.in_flight.clone().acquire_owned().await.ok()?;
             Some((permit, tenant.limiter.until_ready(deadline).await))
@@ -181,29 +233,6 @@ pub(crate) async fn deliver(
         if !on_time {
             return finish(expired(), attempts);
         }
-        let token = match tenant.tokens.get().await {
-            Ok(t) => t,
-            Err(e @ super::token::TokenError::Rejected { .. }) => {
-                return finish(
-                    Outcome::local(OutcomeKind::CredentialRejected, e.to_string()),
-                    attempts,
-                );
-            }
-            Err(e @ super::token::TokenError::Unavailable { retry_after, .. }) => {
-                let mut o = Outcome::local(OutcomeKind::TokenUnavailable, e.to_string());
-                o.retry_after = Some(retry_after);
-                // Counted as an attempt so that a dead token endpoint cannot loop forever.
-                attempts += 1;
-                drop(in_flight_slot);
-                match wait_for_retry(shared, tenant, policy, attempts, &o, deadline).await {
-                    true => {
-                        last = Some(o);
-                        continue;
-                    }
-                    false => return finish(o, attempts),
-                }
-            }
-        };
         let cv = CorrelationVector::new();
         let req = match build_push(&n.channel, &token.token, &n.payload, &n.options, &cv) {
             Ok(r) => r,
@@ -234,6 +263,13 @@ pub(crate) async fn deliver(
             }
             Err(e) => Outcome::local(e.outcome_kind(), e.message),
         };
+        match outcome.kind {
+            OutcomeKind::ConnectError | OutcomeKind::TlsError => {
+                shared.hosts.failed(n.channel.host())
+            }
+            _ if outcome.status.is_some() => shared.hosts.answered(n.channel.host()),
+            _ => {}
+        }
         if outcome.kind == OutcomeKind::Unauthorized && !resent_after_refresh {
             // Exactly one refresh (single flight, only if this token is still current), then one resend.
             resent_after_refresh = true;

@@ -234,9 +234,10 @@ impl TokenCache {
             })?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
+        let timeout = self.transport.config().token_timeout;
         let resp = self
             .transport
-            .send(req)
+            .send_within(req, timeout)
             .await
             .map_err(|e| unavailable(e.message, backoff))?;
         let ra = retry_after(resp.headers());

@@ -60,6 +60,8 @@ pub struct TransportConfig {
     pub tls_timeout: Duration,
     /// Request timeout: waiting for a connection, sending, and reading the answer. Default 15 s.
     pub request_timeout: Duration,
+    /// Request timeout for the token endpoints, which can be slow. Default 30 s.
+    pub token_timeout: Duration,
     /// Resolve overrides (test hook, also for users' own emulators).
     pub resolve: Vec<ResolveOverride>,
     /// Extra trusted CA certificates (test hook; also corporate TLS proxies).
@@ -81,6 +83,7 @@ impl Default for TransportConfig {
             connect_timeout: Duration::from_secs(5),
             tls_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
+            token_timeout: Duration::from_secs(30),
             resolve: Vec::new(),
             extra_ca: Vec::new(),
             webpki_roots: true,
@@ -212,6 +215,7 @@ impl Transport {
         let connector = Connector {
             tls: tokio_rustls::TlsConnector::from(tls),
             cfg: Arc::new(cfg),
+            open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         };
         Ok(Transport {
             inner: Arc::new(Inner {
@@ -228,6 +232,17 @@ impl Transport {
 
     /// Sends one request (absolute `https` URI) and reads the whole answer.
     pub async fn send(&self, req: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
+        let timeout = self.inner.connector.cfg.request_timeout;
+        self.send_within(req, timeout).await
+    }
+
+    /// [`Transport::send`] with its own request timeout (token endpoints get
+    /// [`TransportConfig::token_timeout`]).
+    pub async fn send_within(
+        &self,
+        req: Request<Bytes>,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, TransportError> {
         let refused = |m: String| TransportError::new(TransportErrorKind::Refused, m);
         let uri = req.uri();
         if uri.scheme_str() != Some("https") {
@@ -251,7 +266,7 @@ impl Transport {
         let (parts, body) = req.into_parts();
         let req = Request::from_parts(parts, Full::new(body));
         match tokio::time::timeout(
-            cfg.request_timeout,
+            timeout,
             pool.send(&self.inner.connector, req, cfg.max_response_body),
         )
         .await
@@ -259,9 +274,17 @@ impl Transport {
             Ok(r) => r,
             Err(_) => Err(TransportError::new(
                 TransportErrorKind::Timeout,
-                format!("no answer from {host} within {:?}", cfg.request_timeout),
+                format!("no answer from {host} within {timeout:?}"),
             )),
         }
+    }
+
+    /// Connections open right now (all hosts).
+    pub fn open_connections(&self) -> usize {
+        self.inner
+            .connector
+            .open
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The protocol negotiated with `host` (port 443), once a connection was made.

@@ -50,6 +50,24 @@ enum Conn {
 pub(crate) struct Connector {
     pub(crate) tls: tokio_rustls::TlsConnector,
     pub(crate) cfg: Arc<TransportConfig>,
+    /// Connections of this transport that are open right now.
+    pub(crate) open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts one open connection of a transport while it lives.
+struct OpenCount(Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenCount {
+    fn new(c: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        OpenCount(c.clone())
+    }
+}
+
+impl Drop for OpenCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Connector {
@@ -129,6 +147,7 @@ impl Connector {
             ));
         }
         let io = TokioIo::new(tls);
+        let count = OpenCount::new(&self.open);
         if h2 {
             let (tx, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -139,6 +158,7 @@ impl Connector {
                 .map_err(|e| TransportError::from_hyper(host, e))?;
             tokio::spawn(async move {
                 let _open = telemetry::ConnectionGuard::new("h2");
+                let _count = count;
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "h2 connection ended");
                 }
@@ -151,6 +171,7 @@ impl Connector {
                 .map_err(|e| TransportError::from_hyper(host, e))?;
             tokio::spawn(async move {
                 let _open = telemetry::ConnectionGuard::new("http1");
+                let _count = count;
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "http/1.1 connection ended");
                 }
