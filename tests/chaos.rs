@@ -211,10 +211,10 @@ fn during(from_ms: u64, until_ms: u64, f: Faults) -> FaultPlan {
 
 /// One scenario at a time: they measure rates and connections, which a
 /// neighbouring scenario on the same two cores would disturb.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn scenario(name: &str, plan: FaultPlan, http: HttpPolicy, min_received: f64) {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     let (run, stats) = chaos(name, plan, http).await;
     check(name, &run, &stats, http, min_received);
     eprintln!(
