@@ -400,6 +400,12 @@ impl EmulatorHandle {
         self.shared.tokens.expire_all();
     }
 
+    /// Every access token issued so far (tests use it to prove tokens never
+    /// leak into logs, reports or metrics).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.tokens.all()
+    }
+
     /// Zeroes all stats. Issued tokens, `flaky-<n>` counters and cached pushes
     /// are kept.
     pub fn reset_stats(&self) {

@@ -141,6 +141,14 @@ impl TokenRegistry {
         }
     }
 
+    /// Every token issued so far (for tests that look for leaks).
+    pub(crate) fn all(&self) -> Vec<String> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.read().keys().map(|k| k.to_string()).collect::<Vec<_>>())
+            .collect()
+    }
+
     /// Makes every token issued so far answer "expired".
     pub(crate) fn expire_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
