@@ -49,7 +49,11 @@ fn run(config: &Path, devices: &Path, report: &Path) -> (Option<i32>, String, u6
     let mut hwm_kb = 0;
     loop {
         if let Ok(s) = std::fs::read_to_string(&status_path) {
-            if let Some(v) = s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()) {
+            if let Some(v) = s
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            {
                 hwm_kb = hwm_kb.max(v);
             }
         }
@@ -59,11 +63,19 @@ fn run(config: &Path, devices: &Path, report: &Path) -> (Option<i32>, String, u6
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), hwm_kb)
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        hwm_kb,
+    )
 }
 
 fn rows(path: &Path) -> Vec<ReportRow> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,8 +88,10 @@ async fn broken_encodings_huge_lines_and_nul_bytes() {
     let h = "https://db5p.notify.windows.com/?token=";
     writeln!(f, "device_id,channel_uri,tenant").unwrap();
     writeln!(f, "ok1,{h}ok.1,t").unwrap(); // 2
-    f.write_all(b"latin1-\xe9\xe8,https://db5p.notify.windows.com/?token=ok.2,t\n").unwrap(); // 3
-    f.write_all(b"nul\0byte,https://db5p.notify.windows.com/?token=ok.3,t\n").unwrap(); // 4
+    f.write_all(b"latin1-\xe9\xe8,https://db5p.notify.windows.com/?token=ok.2,t\n")
+        .unwrap(); // 3
+    f.write_all(b"nul\0byte,https://db5p.notify.windows.com/?token=ok.3,t\n")
+        .unwrap(); // 4
     f.write_all(&vec![b'A'; 10 * 1024 * 1024]).unwrap(); // 5: a 10 MiB line
     f.write_all(b"\n").unwrap();
     f.write_all(b"\xff\xfe\x00\x00garbage\n").unwrap(); // 6
@@ -91,13 +105,28 @@ async fn broken_encodings_huge_lines_and_nul_bytes() {
     let by_line: HashMap<u64, &ReportRow> = rows.iter().map(|r| (r.line.unwrap(), r)).collect();
     assert_eq!(by_line[&2].outcome, "received");
     assert_eq!(by_line[&7].outcome, "received");
-    for (line, want) in [(3, "UTF-8"), (4, "NUL"), (5, "longer than"), (6, "NUL"), (8, "fields")] {
-        let r = by_line.get(&line).unwrap_or_else(|| panic!("line {line} has no row: {rows:?}"));
+    for (line, want) in [
+        (3, "UTF-8"),
+        (4, "NUL"),
+        (5, "longer than"),
+        (6, "NUL"),
+        (8, "fields"),
+    ] {
+        let r = by_line
+            .get(&line)
+            .unwrap_or_else(|| panic!("line {line} has no row: {rows:?}"));
         assert_eq!(r.outcome, "invalid_input", "line {line}");
-        assert!(r.detail.as_deref().unwrap().contains(want), "line {line}: {:?}", r.detail);
+        assert!(
+            r.detail.as_deref().unwrap().contains(want),
+            "line {line}: {:?}",
+            r.detail
+        );
     }
     assert_eq!(rows.len(), 7);
-    assert!(hwm < 100 * 1024, "a 10 MiB line is never held whole: peak RSS {hwm} KiB");
+    assert!(
+        hwm < 100 * 1024,
+        "a 10 MiB line is never held whole: peak RSS {hwm} KiB"
+    );
     emu.shutdown().await;
 }
 
@@ -111,14 +140,22 @@ async fn many_duplicate_rows_cost_one_push() {
     let mut f = std::io::BufWriter::new(std::fs::File::create(&devices).unwrap());
     writeln!(f, "device_id,channel_uri,tenant").unwrap();
     for i in 0..n {
-        writeln!(f, "d{i},https://db5p.notify.windows.com/?token=slow-200.same,t").unwrap();
+        writeln!(
+            f,
+            "d{i},https://db5p.notify.windows.com/?token=slow-200.same,t"
+        )
+        .unwrap();
     }
     drop(f);
     let report = dir.path().join("r.jsonl");
     let (code, stderr, hwm) = run(&cfg, &devices, &report);
     assert_eq!(code, Some(0), "{stderr}");
     let stats = emu.stats();
-    assert_eq!(stats.by_channel["slow-200.same"].values().sum::<u64>(), 1, "one push for {n} rows");
+    assert_eq!(
+        stats.by_channel["slow-200.same"].values().sum::<u64>(),
+        1,
+        "one push for {n} rows"
+    );
     let text = std::fs::read_to_string(&report).unwrap();
     assert_eq!(text.lines().count(), n);
     assert_eq!(text.matches("\"coalesced\":true").count(), n - 1);
@@ -174,10 +211,17 @@ async fn uris_that_try_to_escape_wns_in_a_campaign() {
         if r.device_id.as_deref() == Some("real") {
             assert_eq!(r.outcome, "received");
         } else {
-            assert_eq!((r.outcome.as_str(), r.attempts), ("invalid_channel", 0), "{r:?}");
+            assert_eq!(
+                (r.outcome.as_str(), r.attempts),
+                ("invalid_channel", 0),
+                "{r:?}"
+            );
             assert!(r.detail.as_deref().is_some_and(|d| !d.is_empty()));
         }
     }
-    assert!(listener.accept().is_err(), "the foreign listener saw no connection");
+    assert!(
+        listener.accept().is_err(),
+        "the foreign listener saw no connection"
+    );
     emu.shutdown().await;
 }

@@ -145,9 +145,9 @@ pub(crate) async fn handle(
                     shared.stats.push(0);
                     return Err(super::InjectedReset);
                 }
-                if Faults::hit(faults.stall_rate) {
-                    tokio::time::sleep(Duration::from_millis(faults.stall_ms.min(600_000))).await;
-                }
+                // A stalled push is counted on arrival and answered late.
+                let stall = Faults::hit(faults.stall_rate)
+                    .then(|| Duration::from_millis(faults.stall_ms.min(600_000)));
                 let injected = Faults::hit(faults.error_rate).then(|| {
                     let status = StatusCode::from_u16(faults.error_status)
                         .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -176,6 +176,7 @@ pub(crate) async fn handle(
                     Behavior::Slow(d) => Some(d),
                     _ => None,
                 };
+                let slow = stall.or(slow);
                 (reply, slow)
             }
         },
