@@ -4,7 +4,6 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY benches ./benches
 RUN cargo build --release --locked --bin fleetwake && strip target/release/fleetwake
 
 FROM gcr.io/distroless/cc-debian12:nonroot

