@@ -4,6 +4,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY docs ./docs
+COPY examples ./examples
 RUN cargo build --release --locked --bin fleetwake && strip target/release/fleetwake
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -473,6 +473,16 @@ impl Config {
 
     /// An engine builder with every tenant, the transport and the retry policy.
     pub fn engine_builder(&self) -> Result<EngineBuilder, ConfigError> {
+        self.engine_builder_split(1)
+    }
+
+    /// [`Config::engine_builder`] for one of `instances` processes that share
+    /// each PFN's rate budget: every tenant's `rate_per_second` and `burst` are
+    /// divided by `instances` (rounded down, at least 1). Together the instances
+    /// then start at most `rate_per_second + burst` requests per PFN in any
+    /// one-second window, as one process would.
+    pub fn engine_builder_split(&self, instances: u32) -> Result<EngineBuilder, ConfigError> {
+        let share = instances.max(1);
         let mut ec = EngineConfig {
             retry: self.file.retry.clone(),
             ..EngineConfig::default()
@@ -489,7 +499,12 @@ impl Config {
         let mut b = EngineBuilder::default()
             .config(ec)
             .transport(self.transport()?);
-        for t in self.tenants()? {
+        for mut t in self.tenants()? {
+            if share > 1 {
+                let r = t.rate_limit;
+                t.rate_limit = RateLimit::per_second(r.per_second.get() / share)
+                    .with_burst(r.burst.get() / share);
+            }
             b = b.tenant(t);
         }
         Ok(b)

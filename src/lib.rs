@@ -6,6 +6,8 @@
 //!   the [`Outcome`] classification);
 //! - [`transport`] holds rustls connections, per-host HTTP/2 and HTTP/1.1 pools;
 //! - [`engine`] holds tenants, token cache, per-PFN limiter, shards, coalescing, retries;
+//! - [`service`] holds the service modes: the JetStream queue consumer, the HTTP
+//!   API, and the versioned wake-request schema they share;
 //! - [`telemetry`] holds metrics;
 //! - `emulator` (feature `emulator`, on by default): a WNS emulator for tests and demos.
 //!
@@ -18,6 +20,7 @@ pub mod config;
 pub mod emulator;
 pub mod engine;
 pub mod mdm;
+pub mod service;
 pub mod telemetry;
 pub mod transport;
 mod util;

@@ -17,7 +17,15 @@
 //! | `fleetwake_pending` | gauge | (wakes accepted and not yet final) |
 //! | `fleetwake_token_refreshes_total` | counter | `tenant`, `result` (`ok`, `rejected`, `error`) |
 //! | `fleetwake_connections_open` | gauge | `protocol` (`h2`, `http1`) |
+//! | `fleetwake_queue_messages_total` | counter | `result` (`acked`, `nacked`, `dead_lettered`, `released`, `publish_failed`) |
+//! | `fleetwake_queue_in_flight` | gauge | (queue messages being worked on) |
+//! | `fleetwake_queue_connected` | gauge | (1 while the NATS connection is up) |
+//! | `fleetwake_queue_nak_delay_seconds` | histogram | (delay asked for with each nak) |
+//! | `fleetwake_http_requests_total` | counter | `route`, `status` |
+//! | `fleetwake_http_jobs` | gauge | (HTTP API jobs held in memory) |
+//! | `fleetwake_http_held_results` | gauge | (wakes held in those jobs) |
 //!
+//! The queue and HTTP metrics are recorded by [`crate::service`].
 //! Labels never carry secrets, tokens or channel URIs: `tenant` is the configured
 //! tenant name.
 

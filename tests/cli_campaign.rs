@@ -425,6 +425,8 @@ fn help_has_examples_everywhere() {
         vec!["demo", "--help"],
         vec!["send", "--help"],
         vec!["emulate", "--help"],
+        vec!["consume", "--help"],
+        vec!["serve", "--help"],
         vec!["config", "check", "--help"],
     ] {
         let out = Command::new(BIN).args(&cmd).output().unwrap();

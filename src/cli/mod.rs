@@ -11,12 +11,15 @@
 mod campaign;
 mod channels;
 mod config_cmd;
+#[cfg(feature = "nats")]
+mod consume;
 #[cfg(feature = "emulator")]
 mod demo;
 #[cfg(feature = "emulator")]
 mod emulate;
 mod mdm;
 mod send;
+mod serve;
 mod signals;
 #[cfg(feature = "emulator")]
 mod simulate;
@@ -75,6 +78,11 @@ enum Command {
     Campaign(campaign::Args),
     /// Send one wake and print the full outcome and response headers.
     Send(send::Args),
+    /// Consume wake requests from a NATS JetStream stream (scales across machines).
+    #[cfg(feature = "nats")]
+    Consume(consume::Args),
+    /// Serve the HTTP API (POST /v1/wakes, jobs, /metrics, /healthz, /readyz).
+    Serve(serve::Args),
     /// Check a configuration file.
     #[command(subcommand)]
     Config(config_cmd::Command),
@@ -110,6 +118,9 @@ pub fn main() -> ExitCode {
             Command::Demo(a) => demo::run(a).await,
             Command::Campaign(a) => campaign::run(a).await,
             Command::Send(a) => send::run(a).await,
+            #[cfg(feature = "nats")]
+            Command::Consume(a) => consume::run(a).await,
+            Command::Serve(a) => serve::run(a).await,
             Command::Config(c) => config_cmd::run(c),
             #[cfg(feature = "emulator")]
             Command::Emulate(a) => emulate::run(a).await,

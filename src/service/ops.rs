@@ -1,0 +1,263 @@
+//! Operations plumbing shared by `serve` and `consume`: readiness, the
+//! `/healthz`, `/readyz` and `/metrics` answers, JSON responses, and a small
+//! bounded HTTP/1.1 + HTTP/2 (h2c) server on hyper.
+//!
+//! Server bounds: at most `max_connections` connections (accept waits beyond
+//! it), request headers within `header_timeout`, and on stop every connection
+//! is asked to finish its requests (HTTP/1.1 close, HTTP/2 GOAWAY) and cut after
+//! `grace`. Body limits and body read timeouts belong to the handlers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// The response body of every handler.
+pub type Body = Full<Bytes>;
+
+/// A request handler: the request and the peer address in, a response out.
+pub type Handler =
+    Arc<dyn Fn(Request<Incoming>, SocketAddr) -> BoxFuture<'static, Response<Body>> + Send + Sync>;
+
+/// What `/readyz` reports: ready once the engine is built and, where one is
+/// needed, the upstream (NATS) is connected; not ready again while draining.
+#[derive(Debug)]
+pub struct Readiness {
+    engine: AtomicBool,
+    upstream: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    /// Not ready yet. With `needs_upstream` false, only the engine counts.
+    pub fn new(needs_upstream: bool) -> Arc<Self> {
+        Arc::new(Readiness {
+            engine: AtomicBool::new(false),
+            upstream: AtomicBool::new(!needs_upstream),
+            draining: AtomicBool::new(false),
+        })
+    }
+    /// The engine is built.
+    pub fn set_engine_ready(&self) {
+        self.engine.store(true, Ordering::Release);
+    }
+    /// The upstream connection is up (or down).
+    pub fn set_upstream(&self, up: bool) {
+        self.upstream.store(up, Ordering::Release);
+    }
+    /// Draining has started: not ready from now on.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+    /// True while draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+    /// `Ok` when ready, else the reason.
+    pub fn status(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Err("draining")
+        } else if !self.engine.load(Ordering::Acquire) {
+            Err("engine_starting")
+        } else if !self.upstream.load(Ordering::Acquire) {
+            Err("upstream_disconnected")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A JSON response.
+pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Body> {
+    match serde_json::to_vec(body) {
+        Ok(v) => with_type(status, "application/json", v.into()),
+        Err(_) => with_type(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "application/json",
+            Bytes::from_static(b"{\"error\":\"cannot encode the response\"}"),
+        ),
+    }
+}
+
+/// A response with a body and a content type.
+pub fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// `{"error": message}` with `status`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json(status, &serde_json::json!({ "error": message.into() }))
+}
+
+/// `/healthz`: 200 while the process serves at all.
+pub fn healthz() -> Response<Body> {
+    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+/// `/readyz`: 200 when ready, 503 with the reason otherwise.
+pub fn readyz(r: &Readiness) -> Response<Body> {
+    match r.status() {
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
+        Err(why) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": why }),
+        ),
+    }
+}
+
+/// `/metrics` in the Prometheus text format.
+pub fn metrics(handle: Option<&PrometheusHandle>) -> Response<Body> {
+    let text = handle.map(PrometheusHandle::render).unwrap_or_default();
+    with_type(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        text.into(),
+    )
+}
+
+/// The handler of a plain operations listener (`[consume] listen`): `/healthz`,
+/// `/readyz` and `/metrics`, without authentication (bind it to a private address).
+pub fn ops_handler(readiness: Arc<Readiness>, prom: Option<PrometheusHandle>) -> Handler {
+    Arc::new(move |req, _peer| {
+        let resp = match (req.method(), req.uri().path()) {
+            (&http::Method::GET, "/healthz") => healthz(),
+            (&http::Method::GET, "/readyz") => readyz(&readiness),
+            (&http::Method::GET, "/metrics") => metrics(prom.as_ref()),
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        };
+        Box::pin(async move { resp })
+    })
+}
+
+/// Server bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Time for a client to send the request headers (HTTP/1.1).
+    pub header_timeout: Duration,
+    /// Time open requests get to finish after stop.
+    pub grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `handler` on `listener` until `stop` turns true, then shuts down
+/// gracefully within `limits.grace`.
+pub fn spawn_server(
+    listener: TcpListener,
+    handler: Handler,
+    limits: ServerLimits,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let (closing_tx, closing_rx) = watch::channel(false);
+        let mut conns = JoinSet::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256);
+        let builder = Arc::new(builder);
+        loop {
+            let slot = tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => break },
+            };
+            let accepted = tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let handler = handler.clone();
+                    let builder = builder.clone();
+                    let mut closing = closing_rx.clone();
+                    conns.spawn(async move {
+                        let _slot = slot;
+                        let svc = service_fn(move |req: Request<Incoming>| {
+                            let fut = handler(req, peer);
+                            async move { Ok::<_, Infallible>(fut.await) }
+                        });
+                        let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                        tokio::pin!(conn);
+                        let r = tokio::select! {
+                            r = conn.as_mut() => r,
+                            _ = async { closing.wait_for(|c| *c).await.is_ok() } => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            while conns.try_join_next().is_some() {}
+        }
+        drop(listener);
+        let _ = closing_tx.send(true);
+        let drain = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(limits.grace, drain).await.is_err() {
+            tracing::warn!("HTTP connections still open after the grace period; closing them");
+        }
+        conns.shutdown().await;
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_steps() {
+        let r = Readiness::new(true);
+        assert_eq!(r.status(), Err("engine_starting"));
+        r.set_engine_ready();
+        assert_eq!(r.status(), Err("upstream_disconnected"));
+        r.set_upstream(true);
+        assert_eq!(r.status(), Ok(()));
+        r.set_draining();
+        assert_eq!(r.status(), Err("draining"));
+        let r = Readiness::new(false);
+        r.set_engine_ready();
+        assert_eq!(r.status(), Ok(()));
+    }
+}
