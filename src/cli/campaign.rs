@@ -48,8 +48,9 @@ pub struct Args {
     /// Discard an existing report and checkpoint and start over.
     #[arg(long)]
     pub restart: bool,
-    /// Most devices between being read and having their report row.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
+    /// Most devices between being read and having their report row (each
+    /// costs about 6 KB while outstanding).
+    #[arg(long, default_value_t = 2048, value_name = "N")]
     pub max_outstanding: usize,
     /// Progress display: auto (a bar on a terminal, else a log line every 5 s), bar, log, none.
     #[arg(long, default_value = "auto", value_parser = ["auto", "bar", "log", "none"])]

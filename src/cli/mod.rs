@@ -8,6 +8,7 @@
 //! - 3: interrupted (SIGINT/SIGTERM) after draining;
 //! - 4: internal or I/O error.
 
+mod bench;
 mod campaign;
 mod config_cmd;
 #[cfg(feature = "emulator")]
@@ -71,6 +72,8 @@ enum Command {
     Campaign(campaign::Args),
     /// Send one wake and print the full outcome and response headers.
     Send(send::Args),
+    /// Load-test a target (or the built-in emulator) with the whole engine in the path.
+    Bench(bench::Args),
     /// Check a configuration file.
     #[command(subcommand)]
     Config(config_cmd::Command),
@@ -83,10 +86,13 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Bench(a) = &cli.command {
+        if let Some(n) = a.threads {
+            builder.worker_threads(n.max(1));
+        }
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -99,6 +105,7 @@ pub fn main() -> ExitCode {
             Command::Demo(a) => demo::run(a).await,
             Command::Campaign(a) => campaign::run(a).await,
             Command::Send(a) => send::run(a).await,
+            Command::Bench(a) => bench::run(a).await,
             Command::Config(c) => config_cmd::run(c),
             #[cfg(feature = "emulator")]
             Command::Emulate(a) => emulate::run(a).await,
