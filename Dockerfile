@@ -6,6 +6,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY docs ./docs
 COPY examples ./examples
+COPY benches ./benches
 RUN cargo build --release --locked --bin fleetwake && strip target/release/fleetwake
 
 FROM gcr.io/distroless/cc-debian12:nonroot

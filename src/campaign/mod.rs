@@ -116,7 +116,7 @@ impl CampaignOptions {
             strict: false,
             restart: false,
             fingerprint: String::new(),
-            max_outstanding: 4096,
+            max_outstanding: 2048,
             push: PushOptions::default(),
             stale_after: Duration::from_secs(30 * 86_400),
             checkpoint_every: Duration::from_secs(1),

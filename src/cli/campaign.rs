@@ -48,8 +48,9 @@ pub struct Args {
     /// Discard an existing report and checkpoint and start over.
     #[arg(long)]
     pub restart: bool,
-    /// Most devices between being read and having their report row.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
+    /// Most devices between being read and having their report row (each
+    /// costs about 6 KB while outstanding).
+    #[arg(long, default_value_t = 2048, value_name = "N")]
     pub max_outstanding: usize,
     /// Use the channel store: skip channels it knows are dead (410, 404, 403, older
     /// than 30 days) and record every outcome in it.

@@ -8,6 +8,7 @@
 //! - 3: interrupted (SIGINT/SIGTERM) after draining;
 //! - 4: internal or I/O error.
 
+mod bench;
 mod campaign;
 mod channels;
 mod config_cmd;
@@ -83,6 +84,8 @@ enum Command {
     Consume(consume::Args),
     /// Serve the HTTP API (POST /v1/wakes, jobs, /metrics, /healthz, /readyz).
     Serve(serve::Args),
+    /// Load-test a target (or the built-in emulator) with the whole engine in the path.
+    Bench(bench::Args),
     /// Check a configuration file.
     #[command(subcommand)]
     Config(config_cmd::Command),
@@ -102,10 +105,13 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Bench(a) = &cli.command {
+        if let Some(n) = a.threads {
+            builder.worker_threads(n.max(1));
+        }
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -121,6 +127,7 @@ pub fn main() -> ExitCode {
             #[cfg(feature = "nats")]
             Command::Consume(a) => consume::run(a).await,
             Command::Serve(a) => serve::run(a).await,
+            Command::Bench(a) => bench::run(a).await,
             Command::Config(c) => config_cmd::run(c),
             #[cfg(feature = "emulator")]
             Command::Emulate(a) => emulate::run(a).await,

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use retry::RetryPolicy;
-pub use tenant::{RateLimit, TenantConfig};
+pub use tenant::{PfnLimiter, RateLimit, TenantConfig};
 pub use token::{TokenCache, TokenError};
 
 use crate::telemetry::{EngineGauges, TenantMetrics};
@@ -40,7 +40,7 @@ use crate::transport::{Transport, TransportBuildError, TransportConfig};
 use crate::wns::{
     ChannelUri, ChannelUriError, CredentialsError, Outcome, OutcomeKind, Payload, PushOptions,
 };
-use tenant::{PfnLimiter, Tenant};
+use tenant::Tenant;
 
 /// One wake for one device.
 #[derive(Debug, Clone)]
@@ -450,8 +450,9 @@ impl Engine {
     }
 }
 
-/// FNV-1a over the channel URI: the same channel always lands on the same shard.
-fn shard_of(channel: &str, shards: usize) -> usize {
+/// The shard of a channel: FNV-1a over the channel URI modulo the shard count,
+/// so the same channel always lands on the same shard (public for benchmarks).
+pub fn shard_of(channel: &str, shards: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in channel.bytes() {
         h ^= u64::from(b);

@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 
 use super::tenant::Tenant;
 use super::{Notification, Shared};
-use crate::wns::{build_push, classify, CorrelationVector, Outcome, OutcomeKind};
+use crate::wns::{
+    build_push, build_push_with_auth, classify, CorrelationVector, Outcome, OutcomeKind,
+};
 
 /// One accepted wake on its way to a shard.
 pub(crate) struct Job {
@@ -42,6 +44,13 @@ struct Waiter {
     _permit: OwnedSemaphorePermit,
 }
 
+/// The waiters of one channel: the wake that is being delivered, and those
+/// merged into it (usually none, so no allocation).
+struct Waiters {
+    first: Waiter,
+    merged: Vec<Waiter>,
+}
+
 type Delivery = Pin<Box<dyn Future<Output = (Arc<str>, Outcome)> + Send>>;
 
 /// The shard worker: takes wakes from its queue, merges duplicates, runs
@@ -51,14 +60,16 @@ pub(crate) async fn run_shard(
     mut rx: mpsc::Receiver<Job>,
     mut draining: watch::Receiver<bool>,
 ) {
-    let mut waiting: HashMap<Arc<str>, Vec<Waiter>> = HashMap::new();
+    let mut waiting: HashMap<Arc<str>, Waiters> = HashMap::new();
     let mut running: FuturesUnordered<Delivery> = FuturesUnordered::new();
     let mut intake_open = true;
     loop {
         tokio::select! {
             biased;
             Some((key, outcome)) = running.next(), if !running.is_empty() => {
-                resolve(&shared, waiting.remove(&key).unwrap_or_default(), outcome);
+                if let Some(ws) = waiting.remove(&key) {
+                    resolve(&shared, ws, outcome);
+                }
             }
             job = rx.recv(), if intake_open => match job {
                 Some(job) => accept(&shared, &mut waiting, &mut running, job),
@@ -77,7 +88,7 @@ pub(crate) async fn run_shard(
 
 fn accept(
     shared: &Arc<Shared>,
-    waiting: &mut HashMap<Arc<str>, Vec<Waiter>>,
+    waiting: &mut HashMap<Arc<str>, Waiters>,
     running: &mut FuturesUnordered<Delivery>,
     job: Job,
 ) {
@@ -92,7 +103,7 @@ fn accept(
     } = job;
     if let Some(ws) = waiting.get_mut(&key) {
         tenant.metrics.coalesced();
-        ws.push(Waiter {
+        ws.merged.push(Waiter {
             reply,
             tenant,
             submitted,
@@ -103,31 +114,40 @@ fn accept(
     }
     waiting.insert(
         key.clone(),
-        vec![Waiter {
-            reply,
-            tenant: tenant.clone(),
-            submitted,
-            coalesced: false,
-            _permit: permit,
-        }],
+        Waiters {
+            first: Waiter {
+                reply,
+                tenant: tenant.clone(),
+                submitted,
+                coalesced: false,
+                _permit: permit,
+            },
+            merged: Vec::new(),
+        },
     );
     let shared = shared.clone();
-    running.push(Box::pin(async move {
+    let fut = async move {
         let outcome = deliver(&shared, &tenant, &notification, deadline).await;
         (key, outcome)
-    }));
+    };
+    running.push(Box::pin(fut));
 }
 
-fn resolve(shared: &Shared, waiters: Vec<Waiter>, outcome: Outcome) {
-    for w in waiters {
-        let mut o = outcome.clone();
-        o.latency = w.submitted.elapsed();
-        o.coalesced = w.coalesced;
-        w.tenant.metrics.outcome(o.kind, o.latency);
-        shared.gauges.pending.decrement(1.0);
-        // The submitter may have gone away; the outcome is still counted.
-        let _ = w.reply.send(o);
+fn resolve(shared: &Shared, waiters: Waiters, outcome: Outcome) {
+    // The merged waiters get copies; the first one gets the outcome itself.
+    for w in waiters.merged {
+        give(shared, w, outcome.clone());
     }
+    give(shared, waiters.first, outcome);
+}
+
+fn give(shared: &Shared, w: Waiter, mut o: Outcome) {
+    o.latency = w.submitted.elapsed();
+    o.coalesced = w.coalesced;
+    w.tenant.metrics.outcome(o.kind, o.latency);
+    shared.gauges.pending.decrement(1.0);
+    // The submitter may have gone away; the outcome is still counted.
+    let _ = w.reply.send(o);
 }
 
 /// The life of one wake: rate limit, token, request, classification, retries.
@@ -234,7 +254,12 @@ pub(crate) async fn deliver(
             return finish(expired(), attempts);
         }
         let cv = CorrelationVector::new();
-        let req = match build_push(&n.channel, &token.token, &n.payload, &n.options, &cv) {
+        let built = match &token.bearer {
+            Some(auth) => build_push_with_auth(&n.channel, auth, &n.payload, &n.options, &cv),
+            // Gives the reason the token cannot be a header value.
+            None => build_push(&n.channel, &token.token, &n.payload, &n.options, &cv),
+        };
+        let req = match built {
             Ok(r) => r,
             Err(e) => {
                 return finish(
@@ -249,7 +274,9 @@ pub(crate) async fn deliver(
         attempts += 1;
         shared.gauges.in_flight.increment(1.0);
         let started = Instant::now();
-        let result = shared.transport.send(req).await;
+        // Boxed: the exchange's state lives only while a request is in flight,
+        // so the many wakes waiting for a slot or a rate-limit cell stay small.
+        let result = Box::pin(shared.transport.send(req)).await;
         tenant.metrics.request(started.elapsed());
         shared.gauges.in_flight.decrement(1.0);
         drop(in_flight_slot);
@@ -275,7 +302,8 @@ pub(crate) async fn deliver(
             // Exactly one refresh (single flight, only if this token is still current), then one resend.
             resent_after_refresh = true;
             tenant.metrics.retry(OutcomeKind::Unauthorized);
-            match tenant.tokens.refresh_after_reject(&token).await {
+            // Boxed: a rare path, kept out of the hot path's future.
+            match Box::pin(tenant.tokens.refresh_after_reject(&token)).await {
                 Ok(_) => {
                     last = Some(outcome);
                     continue;

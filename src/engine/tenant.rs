@@ -108,7 +108,8 @@ impl TenantConfig {
 }
 
 /// A PFN's limiter and throttle pause, shared by the tenants using that PFN.
-pub(crate) struct PfnLimiter {
+/// Public for benchmarks and for callers that want the same limiter elsewhere.
+pub struct PfnLimiter {
     limiter: DefaultDirectRateLimiter,
     clock: DefaultClock,
     epoch: Instant,
@@ -117,7 +118,8 @@ pub(crate) struct PfnLimiter {
 }
 
 impl PfnLimiter {
-    pub(crate) fn new(r: RateLimit) -> Self {
+    /// A limiter for `r`, not paused.
+    pub fn new(r: RateLimit) -> Self {
         PfnLimiter {
             limiter: RateLimiter::direct(Quota::per_second(r.per_second).allow_burst(r.burst)),
             clock: DefaultClock::default(),
@@ -128,7 +130,7 @@ impl PfnLimiter {
 
     /// Waits for a pause to end and for a rate-limit cell. Returns false if that
     /// would pass `deadline` (nothing is consumed then, except on a race).
-    pub(crate) async fn until_ready(&self, deadline: Instant) -> bool {
+    pub async fn until_ready(&self, deadline: Instant) -> bool {
         loop {
             let now = Instant::now();
             let paused =
@@ -154,7 +156,7 @@ impl PfnLimiter {
     }
 
     /// Stops every send for this PFN for `d` (extends, never shortens, a pause).
-    pub(crate) fn pause(&self, d: Duration) {
+    pub fn pause(&self, d: Duration) {
         let until = (Instant::now() + d)
             .saturating_duration_since(self.epoch)
             .as_nanos()

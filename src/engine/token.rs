@@ -35,6 +35,9 @@ pub struct CachedToken {
     pub expires_at: Instant,
     /// When a background refresh starts.
     pub refresh_at: Instant,
+    /// The `Authorization` value, built once per token; `None` when the token
+    /// cannot be a header value (every push then fails with that error).
+    pub bearer: Option<http::HeaderValue>,
 }
 
 impl std::fmt::Debug for CachedToken {
@@ -150,8 +153,12 @@ impl TokenCache {
                 return Ok(t);
             }
         }
-        let _one = self.refresh.lock().await;
-        self.fetch_unless_fresh(None).await
+        // The slow path is boxed so that the hot path's future stays small.
+        Box::pin(async {
+            let _one = self.refresh.lock().await;
+            self.fetch_unless_fresh(None).await
+        })
+        .await
     }
 
     /// After a 401 with `failed`: a new token, fetched only if `failed` is still current.
@@ -249,6 +256,7 @@ impl TokenCache {
                 let margin = (lifetime / 10).min(Duration::from_secs(300));
                 let expires_at = started + lifetime;
                 Ok(Arc::new(CachedToken {
+                    bearer: crate::wns::bearer(&tok.token).ok(),
                     token: tok.token,
                     expires_at,
                     refresh_at: expires_at - margin,

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use parking_lot::RwLock;
 use rustls::pki_types::CertificateDer;
 
@@ -171,6 +170,29 @@ impl TransportError {
         TransportError::new(kind, msg)
     }
 
+    /// An HTTP/2 failure. `mid_request` tells a connection that broke under a
+    /// request (`Broken`: the host was reachable) from one that never came up.
+    fn from_h2(host: &str, e: h2::Error, mid_request: bool) -> Self {
+        let io_lost = if mid_request {
+            TransportErrorKind::Broken
+        } else {
+            TransportErrorKind::Connect
+        };
+        let kind = if let Some(io) = e.get_io() {
+            if io.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+                TransportErrorKind::Tls
+            } else {
+                io_lost
+            }
+        } else if e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR) {
+            // The server closed the connection gracefully under this stream.
+            io_lost
+        } else {
+            TransportErrorKind::Protocol
+        };
+        TransportError::new(kind, format!("HTTP/2 exchange with {host}: {e}"))
+    }
+
     /// The outcome this failure maps to.
     pub fn outcome_kind(&self) -> OutcomeKind {
         match self.kind {
@@ -250,11 +272,9 @@ impl Transport {
         if uri.scheme_str() != Some("https") {
             return Err(refused(format!("{uri}: only https is sent")));
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| refused(format!("{uri}: no host")))?
-            .to_string();
-        let host = host.as_str();
+        let Some(host) = uri.host() else {
+            return Err(refused(format!("{uri}: no host")));
+        };
         let port = uri.port_u16().unwrap_or(443);
         if req.headers().contains_key(http::header::AUTHORIZATION)
             && (!is_wns_host(host) || port != 443)
@@ -265,8 +285,6 @@ impl Transport {
         }
         let pool = self.pool(host, port);
         let cfg = &self.inner.connector.cfg;
-        let (parts, body) = req.into_parts();
-        let req = Request::from_parts(parts, Full::new(body));
         match tokio::time::timeout(
             timeout,
             pool.send(&self.inner.connector, req, cfg.max_response_body),
@@ -276,7 +294,7 @@ impl Transport {
             Ok(r) => r,
             Err(_) => Err(TransportError::new(
                 TransportErrorKind::Timeout,
-                format!("no answer from {host} within {timeout:?}"),
+                format!("no answer from {} within {timeout:?}", pool.host()),
             )),
         }
     }
@@ -291,21 +309,30 @@ impl Transport {
 
     /// The protocol negotiated with `host` (port 443), once a connection was made.
     pub fn protocol_for(&self, host: &str) -> Option<&'static str> {
-        let key = format!("{}:443", host.to_ascii_lowercase());
+        let host = host.to_ascii_lowercase();
         self.inner
             .pools
             .read()
-            .get(key.as_str())
+            .get(host.as_str())
             .and_then(|p| p.protocol())
     }
 
+    /// The pool for `host:port`. The hot path (a lowercase host on port 443, as
+    /// every WNS channel has) looks it up without allocating.
     fn pool(&self, host: &str, port: u16) -> Arc<HostPool> {
-        let key = format!("{}:{port}", host.to_ascii_lowercase());
-        if let Some(p) = self.inner.pools.read().get(key.as_str()) {
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        let key = pool_key(host, port);
+        if let Some(p) = self.inner.pools.read().get(&*key) {
             return p.clone();
         }
         let mut pools = self.inner.pools.write();
-        if let Some(p) = pools.get(key.as_str()) {
+        if let Some(p) = pools.get(&*key) {
             return p.clone();
         }
         let cfg = &self.inner.connector.cfg;
@@ -313,8 +340,17 @@ impl Transport {
             // Drop pools nobody is using right now; their connections close.
             pools.retain(|_, p| Arc::strong_count(p) > 1);
         }
-        let p = Arc::new(HostPool::new(&host.to_ascii_lowercase(), port, cfg));
-        pools.insert(key.into_boxed_str(), p.clone());
+        let p = Arc::new(HostPool::new(host, port, cfg));
+        pools.insert(key.into_owned().into_boxed_str(), p.clone());
         p
+    }
+}
+
+/// The pool map's key: the lowercase host for port 443, `host:port` otherwise.
+fn pool_key(host: &str, port: u16) -> std::borrow::Cow<'_, str> {
+    if port == 443 {
+        std::borrow::Cow::Borrowed(host)
+    } else {
+        std::borrow::Cow::Owned(format!("{host}:{port}"))
     }
 }

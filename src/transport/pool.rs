@@ -5,6 +5,11 @@
 //!   multiplexed connection; requests go round-robin over the slots. One h2
 //!   connection stops at the server's `SETTINGS_MAX_CONCURRENT_STREAMS`, so
 //!   several are needed to fan out wider (hyper's legacy client keeps only one).
+//!   HTTP/2 is spoken with the `h2` crate directly, not through hyper: hyper's
+//!   HTTP/2 client spawns a task and two channels per request, which was the
+//!   largest single cost on the hot path (see docs/BENCHMARKS.md). Here the
+//!   caller's own future drives its stream; one task per connection drives the
+//!   connection and its keep-alive PINGs.
 //! - **HTTP/1.1**: a bounded set of keep-alive connections, each carrying one
 //!   request at a time. A connection owns a semaphore permit for its whole life,
 //!   so there are never more than `h1_connections_per_host` of them.
@@ -14,7 +19,7 @@
 //! fresh connection; bodies are read to the end (bounded) before an HTTP/1.1
 //! connection goes back to the idle list.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +28,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -40,10 +45,28 @@ const UNKNOWN: u8 = 0;
 const H1: u8 = 1;
 const H2: u8 = 2;
 
+/// Interval of HTTP/2 keep-alive PINGs.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// A PING not answered within this closes the connection.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A freshly opened connection, as ALPN decided.
 enum Conn {
     H1(http1::SendRequest<ReqBody>),
-    H2(http2::SendRequest<ReqBody>),
+    H2(Arc<H2Conn>),
+}
+
+/// One HTTP/2 connection: the handle to open streams on it, and whether its
+/// driving task has ended.
+pub(crate) struct H2Conn {
+    tx: h2::client::SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Conn {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 /// Opens TCP + TLS connections and runs the HTTP handshake.
@@ -71,7 +94,19 @@ impl Drop for OpenCount {
 }
 
 impl Connector {
-    async fn connect(&self, host: &str, port: u16) -> Result<Conn, TransportError> {
+    /// Opens a connection. Boxed: a rare path whose future (resolve, TCP, TLS,
+    /// HTTP handshake) would otherwise be part of every request's future.
+    fn connect<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Conn, TransportError>> + Send + 'a>,
+    > {
+        Box::pin(self.connect_inner(host, port))
+    }
+
+    async fn connect_inner(&self, host: &str, port: u16) -> Result<Conn, TransportError> {
         let cfg = &self.cfg;
         let addrs = tokio::time::timeout(cfg.connect_timeout, resolve(&cfg.resolve, host, port))
             .await
@@ -146,25 +181,36 @@ impl Connector {
                 format!("{host} did not offer HTTP/2 (http policy is http2)"),
             ));
         }
-        let io = TokioIo::new(tls);
         let count = OpenCount::new(&self.open);
         if h2 {
-            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(10))
-                .handshake(io)
+            let (tx, mut conn) = h2::client::Builder::new()
+                .enable_push(false)
+                .initial_window_size(1 << 20)
+                .initial_connection_window_size(4 << 20)
+                .handshake::<_, Bytes>(tls)
                 .await
-                .map_err(|e| TransportError::from_hyper(host, e))?;
+                .map_err(|e| TransportError::from_h2(host, e, false))?;
+            let closed = Arc::new(AtomicBool::new(false));
+            let flag = closed.clone();
             tokio::spawn(async move {
                 let _open = telemetry::ConnectionGuard::new("h2");
                 let _count = count;
-                if let Err(e) = conn.await {
+                let ping = conn.ping_pong();
+                let ended = match ping {
+                    Some(p) => tokio::select! {
+                        r = &mut conn => r.map_err(|e| e.to_string()),
+                        e = keep_alive(p) => Err(e),
+                    },
+                    None => conn.await.map_err(|e| e.to_string()),
+                };
+                flag.store(true, Ordering::Release);
+                if let Err(e) = ended {
                     tracing::debug!(error = %e, "h2 connection ended");
                 }
             });
-            Ok(Conn::H2(tx))
+            Ok(Conn::H2(Arc::new(H2Conn { tx, closed })))
         } else {
+            let io = TokioIo::new(tls);
             let (tx, conn) = http1::Builder::new()
                 .handshake(io)
                 .await
@@ -188,7 +234,7 @@ struct H1Conn {
 
 #[derive(Default)]
 struct H2Slot {
-    tx: ArcSwapOption<http2::SendRequest<ReqBody>>,
+    conn: ArcSwapOption<H2Conn>,
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -222,6 +268,11 @@ impl HostPool {
         }
     }
 
+    /// The host name.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
     /// The negotiated protocol, once known: `Some("h2")` or `Some("http1")`.
     pub(crate) fn protocol(&self) -> Option<&'static str> {
         match self.proto.load(Ordering::Acquire) {
@@ -235,7 +286,7 @@ impl HostPool {
     pub(crate) async fn send(
         &self,
         c: &Connector,
-        req: Request<ReqBody>,
+        req: Request<Bytes>,
         max_body: usize,
     ) -> Result<Response<Bytes>, TransportError> {
         if self.proto.load(Ordering::Acquire) == UNKNOWN {
@@ -243,7 +294,11 @@ impl HostPool {
         }
         match self.proto.load(Ordering::Acquire) {
             H2 => self.send_h2(c, req, max_body).await,
-            _ => self.send_h1(c, req, max_body).await,
+            _ => {
+                let (parts, body) = req.into_parts();
+                self.send_h1(c, Request::from_parts(parts, Full::new(body)), max_body)
+                    .await
+            }
         }
     }
 
@@ -260,8 +315,8 @@ impl HostPool {
             .await
             .map_err(closed)?;
         match c.connect(&self.host, self.port).await? {
-            Conn::H2(tx) => {
-                self.h2[0].tx.store(Some(Arc::new(tx)));
+            Conn::H2(conn) => {
+                self.h2[0].conn.store(Some(conn));
                 self.proto.store(H2, Ordering::Release);
             }
             Conn::H1(tx) => {
@@ -275,30 +330,65 @@ impl HostPool {
     async fn send_h2(
         &self,
         c: &Connector,
-        mut req: Request<ReqBody>,
+        req: Request<Bytes>,
         max_body: usize,
     ) -> Result<Response<Bytes>, TransportError> {
-        req.headers_mut().remove(http::header::HOST);
+        let (mut parts, body) = req.into_parts();
+        // HTTP/2 carries the authority in `:authority` (from the absolute URI).
+        parts.headers.remove(http::header::HOST);
+        let head = Request::from_parts(parts, ());
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.h2.len();
         let slot = &self.h2[i];
-        let mut tx = match slot.tx.load_full() {
-            Some(tx) if !tx.is_closed() => (*tx).clone(),
+        let conn = match slot.conn.load_full() {
+            Some(conn) if !conn.is_closed() => conn,
             _ => self.connect_slot(c, slot).await?,
         };
-        let resp = match tx.try_send_request(req).await {
-            Ok(r) => r,
-            Err(mut e) => match e.take_message() {
-                // Never written: the connection was gone. Send it once on a new one.
-                Some(req) => {
-                    let mut tx = self.connect_slot(c, slot).await?;
-                    tx.send_request(req)
-                        .await
-                        .map_err(|e| TransportError::from_hyper(&self.host, e))?
-                }
-                None => return Err(TransportError::from_hyper(&self.host, e.into_error())),
-            },
+        // A fresh clone of the handle is ready at once unless the connection
+        // failed; h2 then queues streams beyond the server's concurrency limit
+        // (the engine bounds how many wait).
+        let mut tx = match conn.tx.clone().ready().await {
+            Ok(tx) => tx,
+            Err(_) => {
+                // Nothing was written: the connection was gone. Once on a new one.
+                conn.closed.store(true, Ordering::Release);
+                let conn = self.connect_slot(c, slot).await?;
+                let ready = conn.tx.clone().ready().await;
+                ready.map_err(|e| TransportError::from_h2(&self.host, e, true))?
+            }
         };
-        read_body(&self.host, resp, max_body).await
+        let (response, mut stream) = tx
+            .send_request(head, body.is_empty())
+            .map_err(|e| TransportError::from_h2(&self.host, e, true))?;
+        if !body.is_empty() {
+            stream
+                .send_data(body, true)
+                .map_err(|e| TransportError::from_h2(&self.host, e, true))?;
+        }
+        let resp = response
+            .await
+            .map_err(|e| TransportError::from_h2(&self.host, e, true))?;
+        let (parts, mut recv) = resp.into_parts();
+        let mut buf = bytes::BytesMut::new();
+        while !recv.is_end_stream() {
+            match recv.data().await {
+                Some(Ok(chunk)) => {
+                    let _ = recv.flow_control().release_capacity(chunk.len());
+                    if buf.len() + chunk.len() > max_body {
+                        return Err(TransportError::new(
+                            TransportErrorKind::Protocol,
+                            format!(
+                                "reading the answer from {}: body longer than {max_body} bytes",
+                                self.host
+                            ),
+                        ));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Some(Err(e)) => return Err(TransportError::from_h2(&self.host, e, true)),
+                None => break,
+            }
+        }
+        Ok(Response::from_parts(parts, buf.freeze()))
     }
 
     /// Replaces a slot's dead connection; one task per slot connects at a time.
@@ -306,18 +396,18 @@ impl HostPool {
         &self,
         c: &Connector,
         slot: &H2Slot,
-    ) -> Result<http2::SendRequest<ReqBody>, TransportError> {
+    ) -> Result<Arc<H2Conn>, TransportError> {
         let _one = slot.connecting.lock().await;
-        if let Some(tx) = slot.tx.load_full() {
-            if !tx.is_closed() {
-                return Ok((*tx).clone());
+        if let Some(conn) = slot.conn.load_full() {
+            if !conn.is_closed() {
+                return Ok(conn);
             }
         }
-        slot.tx.store(None);
+        slot.conn.store(None);
         match c.connect(&self.host, self.port).await? {
-            Conn::H2(tx) => {
-                slot.tx.store(Some(Arc::new(tx.clone())));
-                Ok(tx)
+            Conn::H2(conn) => {
+                slot.conn.store(Some(conn.clone()));
+                Ok(conn)
             }
             Conn::H1(tx) => {
                 // The server stopped offering h2: move the host to HTTP/1.1.
@@ -408,9 +498,9 @@ impl HostPool {
     ) -> Result<H1Conn, TransportError> {
         match c.connect(&self.host, self.port).await? {
             Conn::H1(tx) => Ok(H1Conn { tx, _slot: slot }),
-            Conn::H2(tx) => {
+            Conn::H2(conn) => {
                 // The server now offers h2: move the host over.
-                self.h2[0].tx.store(Some(Arc::new(tx)));
+                self.h2[0].conn.store(Some(conn));
                 self.proto.store(H2, Ordering::Release);
                 Err(TransportError::new(
                     TransportErrorKind::Protocol,
@@ -429,6 +519,19 @@ impl HostPool {
             // Closed by the server while idle: dropping it frees its slot.
         }
         None
+    }
+}
+
+/// Sends a PING every [`H2_PING_INTERVAL`]; returns (so the connection is
+/// dropped) when one is not answered within [`H2_PING_TIMEOUT`] or fails.
+async fn keep_alive(mut p: h2::PingPong) -> String {
+    loop {
+        tokio::time::sleep(H2_PING_INTERVAL).await;
+        match tokio::time::timeout(H2_PING_TIMEOUT, p.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keep-alive PING failed: {e}"),
+            Err(_) => return format!("keep-alive PING unanswered for {H2_PING_TIMEOUT:?}"),
+        }
     }
 }
 

@@ -70,10 +70,15 @@ impl ChannelUri {
         if text.len() > MAX_CHANNEL_URI_LEN {
             return Err(ChannelUriError::TooLong(text.len()));
         }
-        if let Some(i) = text.bytes().position(|b| !is_uri_byte(b)) {
-            return Err(ChannelUriError::BadCharacter(i));
+        // One pass: the first byte outside RFC 3986 wins over a fragment.
+        let mut fragment = false;
+        for (i, b) in text.bytes().enumerate() {
+            if !is_uri_byte(b) {
+                return Err(ChannelUriError::BadCharacter(i));
+            }
+            fragment |= b == b'#';
         }
-        if text.contains('#') {
+        if fragment {
             return Err(ChannelUriError::Fragment);
         }
         let scheme_len = "https://".len();
@@ -81,7 +86,10 @@ impl ChannelUri {
             return Err(ChannelUriError::NotHttps);
         }
         let rest = &text[scheme_len..];
-        let auth_len = rest.find(['/', '?']).unwrap_or(rest.len());
+        let auth_len = rest
+            .bytes()
+            .position(|b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
         let authority = &rest[..auth_len];
         if authority.contains('@') {
             return Err(ChannelUriError::UserInfo);
@@ -172,35 +180,62 @@ pub fn is_wns_host(host: &str) -> bool {
         && h[h.len() - d.len() - 1] == b'.'
 }
 
-/// RFC 3986 characters: unreserved, reserved and `%`.
+/// RFC 3986 characters: unreserved, reserved and `%` (a table: this runs for
+/// every byte of every channel URI read).
 fn is_uri_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b)
+    URI_BYTES[b as usize]
 }
 
-/// Letters, digits and hyphens in non-empty labels of at most 63 bytes; no trailing dot.
+const URI_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric();
+        i += 1;
+    }
+    let extra = b"-._~:/?#[]@!$&'()*+,;=%";
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
+
+/// Letters, digits and hyphens in non-empty labels of at most 63 bytes; no
+/// trailing dot; the last label not all digits. One pass over the bytes.
 fn check_dns_name(host: &str) -> Result<(), ChannelUriError> {
     let bad = || ChannelUriError::BadHost(host.to_string());
     if host.is_empty() || host.len() > 253 {
         return Err(bad());
     }
-    for label in host.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
+    let b = host.as_bytes();
+    let mut label_start = 0;
+    let mut all_digits = true;
+    for i in 0..=b.len() {
+        if i == b.len() || b[i] == b'.' {
+            let label = &b[label_start..i];
+            if label.is_empty()
+                || label.len() > 63
+                || label[0] == b'-'
+                || label[label.len() - 1] == b'-'
+            {
+                return Err(bad());
+            }
+            label_start = i + 1;
+            if i < b.len() {
+                all_digits = true;
+            }
+            continue;
+        }
+        if !(b[i].is_ascii_alphanumeric() || b[i] == b'-') {
             return Err(bad());
         }
+        all_digits &= b[i].is_ascii_digit();
     }
     // An all-numeric last label means an IPv4 literal or similar; never a WNS host.
-    if host
-        .rsplit('.')
-        .next()
-        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if all_digits {
         return Err(bad());
     }
     Ok(())

@@ -20,5 +20,6 @@ pub use correlation::CorrelationVector;
 pub use credentials::{AccessToken, Credentials, CredentialsError, Secret, TokenResponseError};
 pub use outcome::{classify, Classified, MdmAction, Outcome, OutcomeKind, WnsHeaders};
 pub use request::{
-    build_push, CachePolicy, Payload, PayloadError, Priority, PushOptions, MAX_PAYLOAD,
+    bearer, build_push, build_push_with_auth, CachePolicy, Payload, PayloadError, Priority,
+    PushOptions, MAX_PAYLOAD,
 };

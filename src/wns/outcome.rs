@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// Every way a wake can end (or pause, for the retryable kinds).
 #[derive(
@@ -319,17 +319,28 @@ fn text(v: &Option<HeaderValue>) -> Option<&str> {
     v.as_ref().and_then(|v| v.to_str().ok())
 }
 
+static X_WNS_MSG_ID: HeaderName = HeaderName::from_static("x-wns-msg-id");
+static X_WNS_DEBUG_TRACE: HeaderName = HeaderName::from_static("x-wns-debug-trace");
+static MS_CV: HeaderName = HeaderName::from_static("ms-cv");
+static X_WNS_ERROR_DESCRIPTION: HeaderName = HeaderName::from_static("x-wns-error-description");
+static X_WNS_DEVICE_CONNECTION_STATUS: HeaderName =
+    HeaderName::from_static("x-wns-deviceconnectionstatus");
+static X_WNS_STATUS: HeaderName = HeaderName::from_static("x-wns-status");
+static X_WNS_NOTIFICATION_STATUS: HeaderName = HeaderName::from_static("x-wns-notificationstatus");
+static X_WNS_CONTINUE_AFTER: HeaderName = HeaderName::from_static("x-wns-continue-after");
+
 impl WnsHeaders {
     /// Picks the WNS headers out of a response (names are case-insensitive).
     pub fn from_headers(h: &HeaderMap) -> Self {
-        let get = |n: &str| h.get(n).cloned();
+        // Names are parsed once (statics), not on every lookup.
+        let get = |n: &HeaderName| h.get(n).cloned();
         WnsHeaders {
-            msg_id: get("x-wns-msg-id"),
-            debug_trace: get("x-wns-debug-trace"),
-            ms_cv: get("ms-cv"),
-            error_description: get("x-wns-error-description"),
-            device_connection_status: get("x-wns-deviceconnectionstatus"),
-            notification_status: get("x-wns-status").or_else(|| get("x-wns-notificationstatus")),
+            msg_id: get(&X_WNS_MSG_ID),
+            debug_trace: get(&X_WNS_DEBUG_TRACE),
+            ms_cv: get(&MS_CV),
+            error_description: get(&X_WNS_ERROR_DESCRIPTION),
+            device_connection_status: get(&X_WNS_DEVICE_CONNECTION_STATUS),
+            notification_status: get(&X_WNS_STATUS).or_else(|| get(&X_WNS_NOTIFICATION_STATUS)),
         }
     }
     /// `X-WNS-Msg-ID` as text.
@@ -398,13 +409,13 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Reads `Retry-After` (delta-seconds only; WNS sends seconds) or `X-WNS-CONTINUE-AFTER`.
 pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    let secs = |n: &str| {
+    let secs = |n: &HeaderName| {
         h.get(n)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
     };
-    secs("retry-after").or_else(|| secs("x-wns-continue-after"))
+    secs(&http::header::RETRY_AFTER).or_else(|| secs(&X_WNS_CONTINUE_AFTER))
 }
 
 /// Classifies one WNS response, sans IO.
@@ -413,12 +424,9 @@ pub fn classify(status: StatusCode, headers: &HeaderMap) -> Classified {
     let wns = WnsHeaders::from_headers(headers);
     let code = status.as_u16();
     let kind = match code {
-        200 => match wns
-            .notification_status()
-            .map(|s| s.trim().to_ascii_lowercase())
-        {
-            Some(s) if s == "dropped" => Dropped,
-            Some(s) if s == "channelthrottled" => ChannelThrottled,
+        200 => match wns.notification_status().map(str::trim) {
+            Some(s) if s.eq_ignore_ascii_case("dropped") => Dropped,
+            Some(s) if s.eq_ignore_ascii_case("channelthrottled") => ChannelThrottled,
             // "received", or absent: a 200 without a status header is WNS accepting it.
             _ => Received,
         },

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
-use http::{Method, Request};
+use http::{HeaderMap, Method, Request, Uri};
 
 use super::channel::ChannelUri;
 use super::correlation::CorrelationVector;
@@ -33,9 +33,10 @@ pub static X_WNS_PRIORITY: HeaderName = HeaderName::from_static("x-wns-priority"
 pub static MS_CV: HeaderName = HeaderName::from_static("ms-cv");
 
 /// The body of a raw notification: non-empty and at most [`MAX_PAYLOAD`] bytes.
-/// MDM ignores the content, but WNS refuses an empty one. Cheap to clone.
+/// MDM ignores the content, but WNS refuses an empty one. Cheap to clone (the
+/// bytes and the ready-made `Content-Length` value are shared).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Payload(Bytes);
+pub struct Payload(Bytes, HeaderValue);
 
 /// Why a payload was refused before sending.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,13 +56,13 @@ impl Payload {
         match b.len() {
             0 => Err(PayloadError::Empty),
             n if n > MAX_PAYLOAD => Err(PayloadError::TooLarge(n)),
-            _ => Ok(Payload(b)),
+            n => Ok(Payload(b, HeaderValue::from(n))),
         }
     }
 
     /// The default wake payload, `wake` (MDM ignores the content).
     pub fn wake() -> Self {
-        Payload(Bytes::from_static(b"wake"))
+        Payload(Bytes::from_static(b"wake"), HeaderValue::from_static("4"))
     }
 
     /// The bytes.
@@ -178,34 +179,63 @@ pub fn build_push(
     options: &PushOptions,
     cv: &CorrelationVector,
 ) -> Result<Request<Bytes>, http::Error> {
+    build_push_with_auth(channel, &bearer(token)?, payload, options, cv)
+}
+
+/// The `Authorization: Bearer …` value for `token`, marked sensitive (never
+/// printed, never indexed by HPACK). The engine builds it once per token.
+pub fn bearer(token: &Secret) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
     let mut auth = HeaderValue::try_from(format!("Bearer {}", token.expose()))?;
     auth.set_sensitive(true);
-    let mut b = Request::builder()
-        .method(Method::POST)
-        .uri(channel.as_str())
-        .header(HOST, channel.authority())
-        .header(AUTHORIZATION, auth)
-        .header(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        )
-        .header(&X_WNS_TYPE, HeaderValue::from_static("wns/raw"))
-        .header(CONTENT_LENGTH, payload.0.len())
-        .header(
-            &X_WNS_CACHE_POLICY,
-            HeaderValue::from_static(options.cache_policy.as_str()),
-        )
-        .header(&MS_CV, cv.as_str());
+    Ok(auth)
+}
+
+/// [`build_push`] with a ready `Authorization` value (from [`bearer`]); this is
+/// the hot path: one URI parse, the `Host` and `MS-CV` values, and a header map
+/// sized once; every other value is static or shared.
+pub fn build_push_with_auth(
+    channel: &ChannelUri,
+    auth: &HeaderValue,
+    payload: &Payload,
+    options: &PushOptions,
+    cv: &CorrelationVector,
+) -> Result<Request<Bytes>, http::Error> {
+    let uri = Uri::try_from(channel.as_str())?;
+    let mut h = HeaderMap::with_capacity(12);
+    h.insert(HOST, HeaderValue::from_str(channel.authority())?);
+    h.insert(AUTHORIZATION, auth.clone());
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(X_WNS_TYPE.clone(), HeaderValue::from_static("wns/raw"));
+    h.insert(CONTENT_LENGTH, payload.1.clone());
+    h.insert(
+        X_WNS_CACHE_POLICY.clone(),
+        HeaderValue::from_static(options.cache_policy.as_str()),
+    );
+    // Fresh per request, so HPACK indexing it would only churn the dynamic
+    // table; "sensitive" makes HTTP/2 send it as a never-indexed literal.
+    let mut ms_cv = HeaderValue::from_str(cv.as_str())?;
+    ms_cv.set_sensitive(true);
+    h.insert(MS_CV.clone(), ms_cv);
     if let Some(ttl) = options.ttl {
-        b = b.header(&X_WNS_TTL, ttl.as_secs());
+        h.insert(X_WNS_TTL.clone(), HeaderValue::from(ttl.as_secs()));
     }
     if options.request_for_status {
-        b = b.header(&X_WNS_REQUEST_FOR_STATUS, HeaderValue::from_static("true"));
+        h.insert(
+            X_WNS_REQUEST_FOR_STATUS.clone(),
+            HeaderValue::from_static("true"),
+        );
     }
     if let Some(p) = options.priority {
-        b = b.header(&X_WNS_PRIORITY, p.header());
+        h.insert(X_WNS_PRIORITY.clone(), p.header());
     }
-    b.body(payload.0.clone())
+    let mut req = Request::new(payload.0.clone());
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = h;
+    Ok(req)
 }
 
 #[cfg(test)]
