@@ -73,7 +73,7 @@ pub struct Args {
     concurrency: Option<usize>,
     /// Open loop: most wakes outstanding before the generator waits (the wait is
     /// counted in latency, since latency runs from the intended send time).
-    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
     max_outstanding: usize,
     /// Engine shards [default: the engine's default, twice the cores].
     #[arg(long, value_name = "N")]

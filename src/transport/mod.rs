@@ -138,14 +138,32 @@ impl TransportError {
         TransportError { kind, message }
     }
 
-    fn from_io(host: &str, what: &str, e: std::io::Error) -> Self {
-        let tls = e.get_ref().is_some_and(|i| i.is::<rustls::Error>());
-        let kind = if tls {
+    /// A failure of hyper-rustls's connect (our TCP connector's own error, or
+    /// the TLS handshake's, wrapped in `io::Error`s).
+    fn from_connect(host: &str, e: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        let e = match e.downcast::<TransportError>() {
+            Ok(t) => return *t,
+            Err(e) => e,
+        };
+        let mut tls = false;
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
+        while let Some(s) = src {
+            if s.is::<rustls::Error>() {
+                tls = true;
+                break;
+            }
+            // `io::Error::source` skips the error it wraps; look inside it too.
+            src = match s.downcast_ref::<std::io::Error>() {
+                Some(io) => io.get_ref().map(|i| i as _),
+                None => s.source(),
+            };
+        }
+        let kind = if tls || e.is::<rustls::pki_types::InvalidDnsNameError>() {
             TransportErrorKind::Tls
         } else {
             TransportErrorKind::Connect
         };
-        TransportError::new(kind, format!("{what} with {host}: {e}"))
+        TransportError::new(kind, format!("TLS handshake with {host}: {e}"))
     }
 
     fn from_hyper(host: &str, e: hyper::Error) -> Self {
@@ -235,10 +253,12 @@ impl std::fmt::Debug for Transport {
 impl Transport {
     /// Builds a transport. No connection is opened until the first request.
     pub fn new(cfg: TransportConfig) -> Result<Self, TransportBuildError> {
-        let tls = tls::client_config(&cfg.extra_ca, cfg.webpki_roots, cfg.http)?;
+        let cfg = Arc::new(cfg);
+        let tcp = pool::TcpConnect { cfg: cfg.clone() };
+        let https = tls::https_connector(&cfg.extra_ca, cfg.webpki_roots, cfg.http, tcp)?;
         let connector = Connector {
-            tls: tokio_rustls::TlsConnector::from(tls),
-            cfg: Arc::new(cfg),
+            https,
+            cfg,
             open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         };
         Ok(Transport {

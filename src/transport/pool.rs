@@ -1,6 +1,9 @@
 //! Connection pools, one per channel host.
 //!
-//! The first request to a host opens one connection and lets ALPN decide:
+//! A connection is TCP from [`TcpConnect`] (resolve overrides, connect timeout)
+//! under TLS from hyper-rustls (rustls with ring, SNI = the channel host, our
+//! ALPN list). The first request to a host opens one connection and lets ALPN
+//! decide:
 //! - **HTTP/2**: the host gets `h2_connections_per_host` slots, each holding one
 //!   multiplexed connection; requests go round-robin over the slots. One h2
 //!   connection stops at the server's `SETTINGS_MAX_CONCURRENT_STREAMS`, so
@@ -12,7 +15,8 @@
 //!   connection and its keep-alive PINGs.
 //! - **HTTP/1.1**: a bounded set of keep-alive connections, each carrying one
 //!   request at a time. A connection owns a semaphore permit for its whole life,
-//!   so there are never more than `h1_connections_per_host` of them.
+//!   so there are never more than `h1_connections_per_host` of them; idle ones
+//!   wait in a lock-free bounded queue (crossbeam `ArrayQueue`).
 //!
 //! Invariants: a slot is (re)connected by one task at a time; a request that hyper
 //! hands back unsent (the connection died before it was written) is sent once on a
@@ -25,15 +29,16 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use crossbeam::queue::ArrayQueue;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tower_service::Service;
 
 use super::resolve::resolve;
 use super::{HttpPolicy, TransportConfig, TransportError, TransportErrorKind};
@@ -69,12 +74,98 @@ impl H2Conn {
     }
 }
 
-/// Opens TCP + TLS connections and runs the HTTP handshake.
+/// Opens TCP + TLS connections (hyper-rustls over [`TcpConnect`]) and runs
+/// the HTTP handshake that ALPN chose.
 pub(crate) struct Connector {
-    pub(crate) tls: tokio_rustls::TlsConnector,
+    /// TLS over our TCP connector; its rustls config carries the ALPN list.
+    pub(crate) https: HttpsConnector<TcpConnect>,
+    /// The transport's settings (timeouts, pool sizes, resolve overrides).
     pub(crate) cfg: Arc<TransportConfig>,
     /// Connections of this transport that are open right now.
     pub(crate) open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The TCP half of a connection, as a `tower` service for hyper-rustls:
+/// resolves the host (resolve overrides first), tries each address within the
+/// connect timeout, and turns Nagle off.
+#[derive(Clone)]
+pub(crate) struct TcpConnect {
+    /// The transport's settings.
+    pub(crate) cfg: Arc<TransportConfig>,
+}
+
+type Connecting = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<TokioIo<TcpStream>, TransportError>> + Send>,
+>;
+
+impl tower_service::Service<http::Uri> for TcpConnect {
+    type Response = TokioIo<TcpStream>;
+    type Error = TransportError;
+    type Future = Connecting;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), TransportError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Connecting {
+        let cfg = self.cfg.clone();
+        Box::pin(async move {
+            let host = uri.host().unwrap_or_default();
+            let port = uri.port_u16().unwrap_or(443);
+            tcp_connect(&cfg, host, port).await.map(TokioIo::new)
+        })
+    }
+}
+
+async fn tcp_connect(
+    cfg: &TransportConfig,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, TransportError> {
+    let addrs = tokio::time::timeout(cfg.connect_timeout, resolve(&cfg.resolve, host, port))
+        .await
+        .map_err(|_| {
+            TransportError::new(
+                TransportErrorKind::Timeout,
+                format!("resolving {host} timed out"),
+            )
+        })?
+        .map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Connect,
+                format!("resolving {host}: {e}"),
+            )
+        })?;
+    let mut last = None;
+    for addr in addrs {
+        match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => {
+                last = Some(TransportError::new(
+                    TransportErrorKind::Connect,
+                    format!("connect {host} ({addr}): {e}"),
+                ))
+            }
+            Err(_) => {
+                last = Some(TransportError::new(
+                    TransportErrorKind::Timeout,
+                    format!(
+                        "connect {host} ({addr}) timed out after {:?}",
+                        cfg.connect_timeout
+                    ),
+                ))
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        TransportError::new(TransportErrorKind::Connect, format!("{host}: no address"))
+    }))
 }
 
 /// Counts one open connection of a transport while it lives.
@@ -108,72 +199,38 @@ impl Connector {
 
     async fn connect_inner(&self, host: &str, port: u16) -> Result<Conn, TransportError> {
         let cfg = &self.cfg;
-        let addrs = tokio::time::timeout(cfg.connect_timeout, resolve(&cfg.resolve, host, port))
-            .await
-            .map_err(|_| {
-                TransportError::new(
-                    TransportErrorKind::Timeout,
-                    format!("resolving {host} timed out"),
-                )
-            })?
-            .map_err(|e| {
-                TransportError::new(
-                    TransportErrorKind::Connect,
-                    format!("resolving {host}: {e}"),
-                )
-            })?;
-        let mut last = None;
-        let mut tcp = None;
-        for addr in addrs {
-            match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Ok(Err(e)) => {
-                    last = Some(TransportError::new(
-                        TransportErrorKind::Connect,
-                        format!("connect {host} ({addr}): {e}"),
-                    ))
-                }
-                Err(_) => {
-                    last = Some(TransportError::new(
-                        TransportErrorKind::Timeout,
-                        format!(
-                            "connect {host} ({addr}) timed out after {:?}",
-                            cfg.connect_timeout
-                        ),
-                    ))
-                }
-            }
-        }
-        let tcp = match tcp {
-            Some(t) => t,
-            None => {
-                return Err(last.unwrap_or_else(|| {
-                    TransportError::new(TransportErrorKind::Connect, format!("{host}: no address"))
-                }))
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(host.to_string()).map_err(|e| {
+        let uri: http::Uri = format!("https://{host}:{port}/").parse().map_err(|e| {
             TransportError::new(
-                TransportErrorKind::Tls,
-                format!("{host} is not a TLS server name: {e}"),
+                TransportErrorKind::Connect,
+                format!("{host}:{port} is not a host to connect to: {e}"),
             )
         })?;
-        let tls = tokio::time::timeout(cfg.tls_timeout, self.tls.connect(name, tcp))
+        // hyper-rustls: TCP through `TcpConnect` (resolve overrides, connect
+        // timeout), then the TLS handshake with SNI = `host` and our ALPN list.
+        let mut https = self.https.clone();
+        let limit = cfg.connect_timeout + cfg.tls_timeout;
+        let connecting = async {
+            std::future::poll_fn(|cx| https.poll_ready(cx)).await?;
+            https.call(uri).await
+        };
+        let stream = tokio::time::timeout(limit, connecting)
             .await
             .map_err(|_| {
                 TransportError::new(
                     TransportErrorKind::Timeout,
-                    format!(
-                        "TLS handshake with {host} timed out after {:?}",
-                        cfg.tls_timeout
-                    ),
+                    format!("connecting to {host} (TCP + TLS handshake) timed out after {limit:?}"),
                 )
             })?
-            .map_err(|e| TransportError::from_io(host, "TLS handshake", e))?;
+            .map_err(|e| TransportError::from_connect(host, e))?;
+        let tls = match stream {
+            MaybeHttpsStream::Https(io) => io.into_inner(),
+            MaybeHttpsStream::Http(_) => {
+                return Err(TransportError::new(
+                    TransportErrorKind::Tls,
+                    format!("{host}: the connection is not TLS"),
+                ))
+            }
+        };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         if cfg.http == HttpPolicy::Http2Only && !h2 {
             return Err(TransportError::new(
@@ -246,7 +303,9 @@ pub(crate) struct HostPool {
     probe: tokio::sync::Mutex<()>,
     h2: Box<[H2Slot]>,
     next: AtomicUsize,
-    h1_idle: Mutex<Vec<H1Conn>>,
+    /// Idle keep-alive connections: a lock-free bounded queue (crossbeam);
+    /// never fuller than the slots, since each connection holds one.
+    h1_idle: ArrayQueue<H1Conn>,
     h1_slots: Arc<Semaphore>,
     h1_returned: Notify,
 }
@@ -262,7 +321,7 @@ impl HostPool {
                 .map(|_| H2Slot::default())
                 .collect(),
             next: AtomicUsize::new(0),
-            h1_idle: Mutex::new(Vec::new()),
+            h1_idle: ArrayQueue::new(cfg.h1_connections_per_host.max(1)),
             h1_slots: Arc::new(Semaphore::new(cfg.h1_connections_per_host.max(1))),
             h1_returned: Notify::new(),
         }
@@ -320,7 +379,7 @@ impl HostPool {
                 self.proto.store(H2, Ordering::Release);
             }
             Conn::H1(tx) => {
-                self.h1_idle.lock().push(H1Conn { tx, _slot: slot });
+                self.idle(H1Conn { tx, _slot: slot });
                 self.proto.store(H1, Ordering::Release);
             }
         }
@@ -412,7 +471,7 @@ impl HostPool {
             Conn::H1(tx) => {
                 // The server stopped offering h2: move the host to HTTP/1.1.
                 if let Ok(s) = self.h1_slots.clone().try_acquire_owned() {
-                    self.h1_idle.lock().push(H1Conn { tx, _slot: s });
+                    self.idle(H1Conn { tx, _slot: s });
                 }
                 self.proto.store(H1, Ordering::Release);
                 Err(TransportError::new(
@@ -455,8 +514,7 @@ impl HostPool {
         };
         let resp = read_body(&self.host, resp, max_body).await?;
         if !conn.tx.is_closed() {
-            self.h1_idle.lock().push(conn);
-            self.h1_returned.notify_one();
+            self.idle(conn);
         }
         Ok(resp)
     }
@@ -511,14 +569,21 @@ impl HostPool {
     }
 
     fn pop_idle(&self) -> Option<H1Conn> {
-        let mut idle = self.h1_idle.lock();
-        while let Some(conn) = idle.pop() {
+        while let Some(conn) = self.h1_idle.pop() {
             if !conn.tx.is_closed() {
                 return Some(conn);
             }
             // Closed by the server while idle: dropping it frees its slot.
         }
         None
+    }
+
+    /// Puts a live connection back and wakes one waiting checkout.
+    fn idle(&self, conn: H1Conn) {
+        // Cannot be full (one entry per slot); if it were, dropping the
+        // connection would free its slot, which is still correct.
+        let _ = self.h1_idle.push(conn);
+        self.h1_returned.notify_one();
     }
 }
 

@@ -56,12 +56,16 @@ pub fn load_ca_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsConfigE
     Ok(certs)
 }
 
-/// Builds the client config with the ring provider.
-pub(crate) fn client_config(
+/// Builds the TLS half of every connection: hyper-rustls over `tcp`, with a
+/// rustls client config (ring provider, the roots above) whose ALPN list the
+/// HTTP policy decides: `h2` and `http/1.1` (auto), `h2` only, or none
+/// (HTTP/1.1 only; servers then speak HTTP/1.1).
+pub(crate) fn https_connector<T>(
     extra_cas: &[CertificateDer<'static>],
     webpki_roots: bool,
     policy: HttpPolicy,
-) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
+    tcp: T,
+) -> Result<hyper_rustls::HttpsConnector<T>, TlsConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     if webpki_roots {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -70,14 +74,16 @@ pub(crate) fn client_config(
         roots.add(ca.clone())?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    cfg.alpn_protocols = match policy {
-        HttpPolicy::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        HttpPolicy::Http1Only => vec![b"http/1.1".to_vec()],
-        HttpPolicy::Http2Only => vec![b"h2".to_vec()],
-    };
-    Ok(Arc::new(cfg))
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(cfg)
+        .https_only();
+    Ok(match policy {
+        HttpPolicy::Auto => builder.enable_all_versions().wrap_connector(tcp),
+        HttpPolicy::Http1Only => builder.enable_http1().wrap_connector(tcp),
+        HttpPolicy::Http2Only => builder.enable_http2().wrap_connector(tcp),
+    })
 }
