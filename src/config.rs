@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -478,9 +479,10 @@ impl Config {
 
     /// [`Config::engine_builder`] for one of `instances` processes that share
     /// each PFN's rate budget: every tenant's `rate_per_second` and `burst` are
-    /// divided by `instances` (rounded down, at least 1). Together the instances
-    /// then start at most `rate_per_second + burst` requests per PFN in any
-    /// one-second window, as one process would.
+    /// divided by `instances` (rounded down). Together the instances then start
+    /// at most `rate_per_second + burst` requests per PFN in any one-second
+    /// window, as one process would. A rate or burst smaller than `instances`
+    /// cannot be split that way and is an error.
     pub fn engine_builder_split(&self, instances: u32) -> Result<EngineBuilder, ConfigError> {
         let share = instances.max(1);
         let mut ec = EngineConfig {
@@ -502,6 +504,23 @@ impl Config {
         for mut t in self.tenants()? {
             if share > 1 {
                 let r = t.rate_limit;
+                if r.per_second.get() < share || r.burst.get() < share {
+                    let message = format!(
+                        "rate_per_second ({}) and burst ({}) must each be at least the number \
+                         of instances sharing them ({share}); otherwise the instances together \
+                         would send more than the PFN's budget",
+                        r.per_second, r.burst
+                    );
+                    return Err(match self.file.tenants.get(&t.name) {
+                        Some(sec) => self.tenant_err(sec, &t.name, message),
+                        None => ConfigError {
+                            path: self.path.clone(),
+                            line: None,
+                            column: None,
+                            message: format!("tenant `{}`: {message}", t.name),
+                        },
+                    });
+                }
                 t.rate_limit = RateLimit::per_second(r.per_second.get() / share)
                     .with_burst(r.burst.get() / share);
             }
@@ -534,12 +553,26 @@ impl Config {
         match raw {
             None => Ok(T::default()),
             Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
-                let span = self.text.find(&format!("[{name}]")).map(|i| i..i + 1);
+                // The raw value has no positions: parse the file's text again
+                // for the section alone to point at the offending key.
+                let from_text = match name {
+                    "campaign" => section_span::<T, IgnoredAny, IgnoredAny>(&self.text),
+                    "consume" => section_span::<IgnoredAny, T, IgnoredAny>(&self.text),
+                    _ => section_span::<IgnoredAny, IgnoredAny, T>(&self.text),
+                };
+                let (path, span) = match from_text {
+                    Some(span) => (self.path.clone(), Some(span)),
+                    // The file is fine: an environment override broke it.
+                    None if self.text.contains(&format!("[{name}")) => {
+                        (PathBuf::from("<env>"), None)
+                    }
+                    None => (self.path.clone(), None),
+                };
                 let (line, column) = span
                     .map(|s| line_col(&self.text, s.start))
                     .unwrap_or((None, None));
                 ConfigError {
-                    path: self.path.clone(),
+                    path,
                     line,
                     column,
                     message: format!("[{name}]: {}", e.message().trim()),
@@ -547,6 +580,35 @@ impl Config {
             }),
         }
     }
+}
+
+/// The extra sections, each either the wanted type or ignored (only parsed
+/// for the error's position, so the fields are never read).
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Sections<A, B, C> {
+    #[serde(default = "none")]
+    campaign: Option<A>,
+    #[serde(default = "none")]
+    consume: Option<B>,
+    #[serde(default = "none")]
+    serve: Option<C>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+/// Where in `text` the one typed section of `Sections<A, B, C>` fails to parse.
+fn section_span<A, B, C>(text: &str) -> Option<std::ops::Range<usize>>
+where
+    A: serde::de::DeserializeOwned,
+    B: serde::de::DeserializeOwned,
+    C: serde::de::DeserializeOwned,
+{
+    toml::from_str::<Sections<A, B, C>>(text)
+        .err()
+        .and_then(|e| e.span())
 }
 
 fn line_col(text: &str, offset: usize) -> (Option<usize>, Option<usize>) {
@@ -649,6 +711,24 @@ secret_file = "fab.secret"
         assert!(e.message.contains("max_attemps"), "{e}");
         let e = parse("x = \n", &[]).unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn a_rate_too_small_to_split_across_instances_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleetwake.toml");
+        std::fs::write(dir.path().join("a.secret"), "s\n").unwrap();
+        let text = "\n[tenants.a]\npackage_sid = \"ms-app://S-1\"\nsecret_file = \"a.secret\"\nrate_per_second = 4\nburst = 2\n";
+        let c = Config::from_str_with_env(&path, text, std::iter::empty()).unwrap();
+        if let Err(e) = c.engine_builder_split(2) {
+            panic!("{e}");
+        }
+        let e = c.engine_builder_split(3).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(
+            e.message.contains("tenant `a`") && e.message.contains("(3)"),
+            "{e}"
+        );
     }
 
     #[test]

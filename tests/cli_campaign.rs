@@ -355,6 +355,11 @@ fn config_check_says_what_and_where() {
         ("[tenants.a]\npackage_sid = \"S-1\"\nsecret_env = \"HOME\"\n", "ms-app://"),
         ("[tenants.a]\npackage_sid = \"ms-app://S-1\"\nsecret_env = \"HOME\"\n[transport]\nextra_ca_files = [\"nope.pem\"]\n", "nope.pem"),
         ("[retry]\nmax_attemps = 2\n", "fleetwake.toml:2:1: unknown field `max_attemps`"),
+        // The service sections are checked as `consume` and `serve` would.
+        ("[tenants.a]\npackage_sid = \"ms-app://S-1\"\nsecret_env = \"HOME\"\n[serve]\nmax_batch = \"x\"\n", "fleetwake.toml:5:13: [serve]: invalid type"),
+        ("[tenants.a]\npackage_sid = \"ms-app://S-1\"\nsecret_env = \"HOME\"\n[serve]\nlisten = \"127.0.0.1:0\"\n", "[serve] has no API key"),
+        ("[tenants.a]\npackage_sid = \"ms-app://S-1\"\nsecret_env = \"HOME\"\nrate_per_second = 2\n[consume]\ninstances = 3\n", "fleetwake.toml:1:1: tenant `a`: rate_per_second (2)"),
+        ("[tenants.a]\npackage_sid = \"ms-app://S-1\"\nsecret_env = \"HOME\"\npfn = \"P\"\n[tenants.b]\npackage_sid = \"ms-app://S-2\"\nsecret_env = \"HOME\"\npfn = \"P\"\nrate_per_second = 5\n", "share the PFN \"P\""),
     ];
     for (text, want) in cases {
         let path = dir.path().join("fleetwake.toml");

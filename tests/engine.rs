@@ -61,6 +61,25 @@ async fn every_outcome_path() {
         ),
         ("unavailable", Unavailable, Some(503), MdmAction::RetryLater),
         ("error", ServerError, Some(500), MdmAction::RetryLater),
+        (
+            "blocked",
+            DomainBlocked,
+            Some(410),
+            MdmAction::StopPushingForPfn,
+        ),
+        ("badrequest", BadRequest, Some(400), MdmAction::FixRequest),
+        (
+            "notallowed",
+            MethodNotAllowed,
+            Some(405),
+            MdmAction::FixRequest,
+        ),
+        (
+            "toolarge",
+            PayloadTooLarge,
+            Some(413),
+            MdmAction::FixRequest,
+        ),
     ];
     for (i, (behaviour, kind, status, action)) in cases.into_iter().enumerate() {
         let o = engine
@@ -78,6 +97,16 @@ async fn every_outcome_path() {
         let expected_attempts = if kind.is_retryable() { 2 } else { 1 };
         assert_eq!(o.attempts, expected_attempts, "{behaviour}: {o:?}");
     }
+    // 401 for every token: exactly one refresh and one resend, then final.
+    let before = emu.stats().token_requests.legacy;
+    let o = engine
+        .submit(Notification::wake("t", channel("revoked", "r")))
+        .await;
+    assert_eq!(o.kind, Unauthorized, "{o:?}");
+    assert_eq!(o.status, Some(401));
+    assert_eq!(o.attempts, 2, "{o:?}");
+    assert_eq!(o.mdm_action(), MdmAction::FixCredentials);
+    assert_eq!(emu.stats().token_requests.legacy, before + 1);
     // The error description travels with the outcome.
     let o = engine
         .submit(Notification::wake("t", channel("otherapp", "d")))
@@ -593,4 +622,37 @@ async fn shutdown_grace_bounds_the_wait() {
     assert!(!report.drained);
     assert!(t0.elapsed() < Duration::from_secs(2));
     assert_eq!(stuck.await.unwrap().kind, OutcomeKind::ShutDown);
+}
+
+#[tokio::test]
+async fn tenants_sharing_a_pfn_must_agree_on_its_rate_limit() {
+    let tenant = |name: &str, rate: u32| {
+        TenantConfig::new(
+            name,
+            Credentials::PackageSid {
+                package_sid: SID.into(),
+                secret: Secret::new("s"),
+            },
+        )
+        .pfn("Contoso.MDM_8wekyb3d8bbwe")
+        .rate_limit(RateLimit::per_second(rate))
+    };
+    let err = Engine::builder()
+        .tenant(tenant("a", 200))
+        .tenant(tenant("b", 100))
+        .build()
+        .expect_err("different limits on one PFN are refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("\"a\"") && msg.contains("\"b\"") && msg.contains("Contoso.MDM_8wekyb3d8bbwe"),
+        "{msg}"
+    );
+    assert!(msg.contains("200/s") && msg.contains("100/s"), "{msg}");
+    // The same limit on both is fine: they share one limiter.
+    let engine = Engine::builder()
+        .tenant(tenant("a", 200))
+        .tenant(tenant("b", 200))
+        .build()
+        .expect("same limit");
+    engine.shutdown(Duration::from_secs(1)).await;
 }

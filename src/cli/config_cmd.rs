@@ -42,6 +42,10 @@ pub(crate) fn run(c: Command) -> u8 {
                     return super::EXIT_CONFIG;
                 }
             };
+            if let Err(e) = check_service_sections(&cfg, &config) {
+                eprintln!("error: {e}");
+                return super::EXIT_CONFIG;
+            }
             println!("{}: OK", config.display());
             for t in &tenants {
                 let flow = match &t.credentials {
@@ -70,4 +74,43 @@ pub(crate) fn run(c: Command) -> u8 {
             super::EXIT_OK
         }
     }
+}
+
+/// Checks `[consume]` and `[serve]` as `fleetwake consume` and `fleetwake serve`
+/// would at start-up (when present), and builds the engine once, so that
+/// everything they would refuse is refused here first. Contacts nothing.
+fn check_service_sections(cfg: &Config, path: &std::path::Path) -> Result<(), String> {
+    let mut instances = 1;
+    if cfg.file.consume.is_some() {
+        #[cfg(feature = "nats")]
+        {
+            let c: crate::service::consume::ConsumeSettings =
+                cfg.section("consume").map_err(|e| e.to_string())?;
+            c.validate()
+                .map_err(|e| format!("{}: [consume]: {e}", path.display()))?;
+            instances = c.instances;
+        }
+    }
+    if cfg.file.serve.is_some() {
+        let s: crate::service::http_api::ServeSettings =
+            cfg.section("serve").map_err(|e| e.to_string())?;
+        s.validate()
+            .map_err(|e| format!("{}: [serve]: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        let keys = s.api_keys(base).map_err(|e| e.to_string())?;
+        if keys.is_empty() {
+            return Err(format!(
+                "{}: [serve] has no API key: add [serve.clients.NAME] or keys_file",
+                path.display()
+            ));
+        }
+    }
+    let builder = cfg
+        .engine_builder_split(instances)
+        .map_err(|e| e.to_string())?;
+    // Building starts no connection; the engine is dropped at once.
+    builder
+        .build()
+        .map(drop)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -21,6 +21,11 @@
 //! | `gone`                | 410 |
 //! | `invalid`             | 404 |
 //! | `otherapp`            | 403 |
+//! | `blocked`             | 410 `domain blocked` (WNS blocked the app's PFN) |
+//! | `badrequest`          | 400 |
+//! | `revoked`             | 401 `Invalid token` whatever the token (a revoked app) |
+//! | `notallowed`          | 405 |
+//! | `toolarge`            | 413 (also answered for any payload over 5000 bytes) |
 //! | `throttle406-<secs>`  | 406 + `Retry-After` |
 //! | `throttle429-<secs>`  | 429 + `Retry-After` |
 //! | `continueafter-<secs>`| 406 + `X-WNS-CONTINUE-AFTER` |
@@ -65,6 +70,16 @@ pub enum Behavior {
     Unavailable(Option<u64>),
     /// 500 Internal Server Error.
     Error,
+    /// 410 with an error description saying the app's domain is blocked.
+    Blocked,
+    /// 400 Bad Request.
+    BadRequest,
+    /// 401 with `WWW-Authenticate`, whatever the token.
+    Revoked,
+    /// 405 Method Not Allowed.
+    NotAllowed,
+    /// 413 Request Entity Too Large.
+    TooLarge,
     /// The first `n` pushes to the channel get 503, later ones 200 `received`.
     Flaky(u64),
     /// Wait this long (already capped at [`MAX_SLOW`]) then 200 `received`.
@@ -96,6 +111,11 @@ pub fn parse_behavior(channel_token: &str) -> Behavior {
         ("invalid", None, _) => Behavior::Invalid,
         ("otherapp", None, _) => Behavior::OtherApp,
         ("error", None, _) => Behavior::Error,
+        ("blocked", None, _) => Behavior::Blocked,
+        ("badrequest", None, _) => Behavior::BadRequest,
+        ("revoked", None, _) => Behavior::Revoked,
+        ("notallowed", None, _) => Behavior::NotAllowed,
+        ("toolarge", None, _) => Behavior::TooLarge,
         ("unavailable", None, _) => Behavior::Unavailable(None),
         ("unavailable", Some(_), Some(s)) => Behavior::Unavailable(Some(s)),
         ("throttle406", Some(_), Some(s)) => Behavior::Throttle406(s),
@@ -132,6 +152,11 @@ mod tests {
         assert_eq!(parse_behavior("invalid.a"), Behavior::Invalid);
         assert_eq!(parse_behavior("otherapp.a"), Behavior::OtherApp);
         assert_eq!(parse_behavior("error.a"), Behavior::Error);
+        assert_eq!(parse_behavior("blocked.a"), Behavior::Blocked);
+        assert_eq!(parse_behavior("badrequest.a"), Behavior::BadRequest);
+        assert_eq!(parse_behavior("revoked.a"), Behavior::Revoked);
+        assert_eq!(parse_behavior("notallowed.a"), Behavior::NotAllowed);
+        assert_eq!(parse_behavior("toolarge.a"), Behavior::TooLarge);
         assert_eq!(parse_behavior("unavailable.a"), Behavior::Unavailable(None));
     }
 

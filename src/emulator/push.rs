@@ -438,6 +438,18 @@ fn decide(
             ..Reply::error(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable")
         },
         Behavior::Error => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
+        Behavior::Blocked => {
+            Reply::error(StatusCode::GONE, "The domain of the application is blocked")
+        }
+        Behavior::BadRequest => Reply::error(StatusCode::BAD_REQUEST, "Bad request"),
+        Behavior::Revoked => Reply {
+            www_authenticate: Some(
+                "Bearer error=\"invalid_request\",error_description=\"Invalid token\"",
+            ),
+            ..Reply::error(StatusCode::UNAUTHORIZED, "Invalid token")
+        },
+        Behavior::NotAllowed => Reply::error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+        Behavior::TooLarge => Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
         Behavior::Flaky(n) => {
             state.flaky_seen = state.flaky_seen.saturating_add(1);
             if state.flaky_seen <= n {

@@ -5,8 +5,9 @@
 //!   -> tenant lookup, admission (per-tenant pending bound: submit waits when full)
 //!   -> shard = hash(channel) % shards        (bounded queue per shard)
 //!   -> shard worker: coalesce per channel, run delivery
-//!        delivery: in-flight slot -> PFN limiter -> TokenCache -> build_push
-//!                  -> Transport::send -> classify -> retry / refresh / final
+//!        delivery: host breaker -> TokenCache -> in-flight slot -> PFN limiter
+//!                  -> build_push -> Transport::send -> classify
+//!                  -> retry / refresh / final
 //!   -> every waiter of that channel gets the Outcome; metrics recorded
 //! ```
 //!
@@ -123,6 +124,25 @@ pub enum BuildError {
         /// What is wrong.
         error: CredentialsError,
     },
+    /// Two tenants share a PFN (so one limiter) but ask for different limits.
+    #[error(
+        "tenants {first:?} and {second:?} share the PFN {pfn:?} (one rate limit), but set \
+         different limits ({a}/s burst {b} vs {c}/s burst {d}); give them the same rate_limit",
+        a = first_limit.per_second, b = first_limit.burst,
+        c = second_limit.per_second, d = second_limit.burst
+    )]
+    PfnRateMismatch {
+        /// The shared PFN.
+        pfn: String,
+        /// The tenant whose limit the PFN got first.
+        first: String,
+        /// Its limit.
+        first_limit: RateLimit,
+        /// The tenant that disagrees.
+        second: String,
+        /// Its limit.
+        second_limit: RateLimit,
+    },
     /// The transport could not be built.
     #[error(transparent)]
     Transport(#[from] TransportBuildError),
@@ -174,7 +194,8 @@ impl EngineBuilder {
             return Err(BuildError::NoTenants);
         }
         let transport = Transport::new(self.transport)?;
-        let mut limiters: HashMap<String, Arc<PfnLimiter>> = HashMap::new();
+        // One limiter per PFN, with the tenant that set it and its limit.
+        let mut limiters: HashMap<String, (Arc<PfnLimiter>, String, RateLimit)> = HashMap::new();
         let mut tenants = HashMap::new();
         for t in self.tenants {
             t.credentials
@@ -186,10 +207,23 @@ impl EngineBuilder {
             let name: Arc<str> = Arc::from(t.name.as_str());
             let metrics = TenantMetrics::new(&t.name);
             let pfn = t.pfn.clone().unwrap_or_else(|| t.name.clone());
-            let limiter = limiters
-                .entry(pfn)
-                .or_insert_with(|| Arc::new(PfnLimiter::new(t.rate_limit)))
-                .clone();
+            let (limiter, first, first_limit) = limiters.entry(pfn.clone()).or_insert_with(|| {
+                (
+                    Arc::new(PfnLimiter::new(t.rate_limit)),
+                    t.name.clone(),
+                    t.rate_limit,
+                )
+            });
+            if *first_limit != t.rate_limit {
+                return Err(BuildError::PfnRateMismatch {
+                    pfn,
+                    first: first.clone(),
+                    first_limit: *first_limit,
+                    second: t.name.clone(),
+                    second_limit: t.rate_limit,
+                });
+            }
+            let limiter = limiter.clone();
             let tokens = Arc::new(TokenCache::new(
                 name.clone(),
                 t.credentials,

@@ -234,11 +234,11 @@ impl WakeRequest {
         if self.channel_uri.is_empty() {
             return Err(MalformedWake::at("channel_uri", "is empty"));
         }
-        if self.channel_uri.chars().count() > crate::wns::channel::MAX_CHANNEL_URI_LEN {
+        if self.channel_uri.len() > crate::wns::channel::MAX_CHANNEL_URI_LEN {
             return Err(MalformedWake::at(
                 "channel_uri",
                 format!(
-                    "is longer than {} characters",
+                    "is longer than {} bytes",
                     crate::wns::channel::MAX_CHANNEL_URI_LEN
                 ),
             ));

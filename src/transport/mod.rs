@@ -359,6 +359,14 @@ impl Transport {
         if pools.len() >= cfg.max_hosts {
             // Drop pools nobody is using right now; their connections close.
             pools.retain(|_, p| Arc::strong_count(p) > 1);
+            // Still full (every pool busy): evict some anyway so the map stays
+            // within the cap. An evicted pool lives on only until the requests
+            // holding it finish; later requests for its host get a new pool.
+            let excess = (pools.len() + 1).saturating_sub(cfg.max_hosts.max(1));
+            let evict: Vec<Box<str>> = pools.keys().take(excess).cloned().collect();
+            for k in evict {
+                pools.remove(&k);
+            }
         }
         let p = Arc::new(HostPool::new(host, port, cfg));
         pools.insert(key.into_owned().into_boxed_str(), p.clone());
