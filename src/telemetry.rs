@@ -170,7 +170,23 @@ pub fn install_prometheus(addr: SocketAddr) -> Result<(), ExporterError> {
 /// that renders the text format (for serving `/metrics` from an existing server).
 pub fn install_prometheus_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle, String>
 {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // The recorder's upkeep folds histogram samples into their summaries; without
+    // it they pile up between scrapes. It runs whether or not anyone scrapes.
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let h = handle.clone();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                h.run_upkeep();
+            }
+        });
+    }
+    Ok(handle)
 }
+
+/// How often the in-process recorder's upkeep runs.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);

@@ -288,16 +288,7 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
         // A recorder that records everything (as a production exporter would);
         // nobody scrapes it, but its upkeep runs so histograms stay bounded.
         match crate::telemetry::install_prometheus_recorder() {
-            Ok(h) => {
-                let h2 = h.clone();
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        h2.run_upkeep();
-                    }
-                });
-                Some(h)
-            }
+            Ok(h) => Some(h),
             Err(e) => return Err(Failure::Internal(format!("metrics recorder: {e}"))),
         }
     };
