@@ -298,7 +298,7 @@ async fn consumer_under_token_endpoint_down_or_slow_and_target_down() {
 /// `max_attempts + 1` pushes (the API has no redelivery).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_under_resets_503_bursts_and_target_down() {
-    use common::serve::{request, start, write_config_with, KEY_A};
+    use common::serve::{post_wait_parallel, request, start, write_config_with, KEY_A};
     let _one = SERIAL.lock().await;
     let t0 = Instant::now();
     let emu = common::emulator(HttpVersions::Both).await;
@@ -356,23 +356,11 @@ async fn http_api_under_resets_503_bursts_and_target_down() {
         assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
         jobs.push(r.json()["job"].as_str().unwrap().to_string());
     }
-    let waits: Vec<_> = (0..3)
-        .map(|w| {
-            let body = batch(&format!("wait{w}"), PER);
-            std::thread::spawn(move || {
-                request(
-                    addr,
-                    "POST",
-                    "/v1/wakes?wait=true",
-                    Some(KEY_A),
-                    Some(body.as_bytes()),
-                )
-            })
-        })
-        .collect();
     let mut all: Vec<serde_json::Value> = Vec::new();
-    for w in waits {
-        let r = w.join().unwrap();
+    for r in post_wait_parallel(
+        addr,
+        (0..3).map(|w| batch(&format!("wait{w}"), PER)).collect(),
+    ) {
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let j = r.json();
         assert_eq!(j["status"], "done");

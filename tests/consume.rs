@@ -127,40 +127,78 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
     let n = names("dlq");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &emu, &n, "", "max_attempts = 1", "");
+    // A listener stands in for the foreign hosts: no connection (so no token)
+    // may reach it.
+    let foreign = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    foreign.set_nonblocking(true).unwrap();
+    let fa = foreign.local_addr().unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "resolve = [",
+        &format!("resolve = [\"notify.windows.com.evil.test={fa}\", \"evil.test={fa}\", "),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
     let c = spawn_consumer(&config, "dlq");
     wait_ready(&js, &n).await;
     let huge = format!(
         r#"{{"device_id":"{}","tenant":"contoso","channel_uri":"x"}}"#,
         "x".repeat(70_000)
     );
-    let bad: Vec<(&str, String)> = vec![
-        ("not json", "expected ident".into()),
+    let bad: Vec<(Vec<u8>, String)> = [
+        (b"not json".to_vec(), "expected ident"),
+        (b"".to_vec(), "EOF while parsing"),
         (
-            r#"{"device_id":"d","tenant":"contoso"}"#,
-            "missing field `channel_uri`".into(),
+            b"{\"device_id\":\"d\xff\xfe\",\"tenant\":\"contoso\",\"channel_uri\":\"x\"}".to_vec(),
+            "invalid unicode",
         ),
         (
-            r#"{"v":2,"device_id":"d","tenant":"contoso","channel_uri":"x","priority":"high"}"#,
-            "unknown schema version 2".into(),
+            br#"{"device_id":7,"tenant":"contoso","channel_uri":"x"}"#.to_vec(),
+            "device_id: invalid type: integer `7`, expected a string",
         ),
         (
-            r#"{"device_id":"d","tenant":"contoso","channel_uri":"x","ttl":5}"#,
-            "unknown field `ttl`".into(),
+            br#"{"device_id":"d","tenant":"contoso","channel_uri":"x","ttl_s":"60"}"#.to_vec(),
+            "ttl_s: invalid type: string",
         ),
         (
-            r#"{"device_id":"d","tenant":"contoso","channel_uri":"x","not_after":"soon"}"#,
-            "not_after: ".into(),
+            br#"{"device_id":"d","tenant":null,"channel_uri":"x"}"#.to_vec(),
+            "tenant: invalid type: null",
         ),
-        ("[1,2]", "expected a JSON object".into()),
-        (&huge, "limit is 65536".into()),
-    ];
-    let mut bodies: Vec<Bytes> = bad
-        .iter()
-        .map(|(b, _)| Bytes::from(b.to_string()))
-        .collect();
+        (
+            br#"{"device_id":"d","tenant":"contoso"}"#.to_vec(),
+            "missing field `channel_uri`",
+        ),
+        (
+            br#"{"v":2,"device_id":"d","tenant":"contoso","channel_uri":"x","priority":"high"}"#
+                .to_vec(),
+            "unknown schema version 2",
+        ),
+        (
+            br#"{"device_id":"d","tenant":"contoso","channel_uri":"x","ttl":5}"#.to_vec(),
+            "unknown field `ttl`",
+        ),
+        (
+            br#"{"device_id":"d","tenant":"contoso","channel_uri":"x","not_after":"soon"}"#
+                .to_vec(),
+            "not_after: ",
+        ),
+        (b"[1,2]".to_vec(), "expected a JSON object"),
+        (huge.into_bytes(), "limit is 65536"),
+    ]
+    .into_iter()
+    .map(|(b, w)| (b, w.to_string()))
+    .collect();
+    // Good messages between and after the bad ones: the work goes on.
+    let mut bodies: Vec<Bytes> = Vec::new();
+    for (i, (b, _)) in bad.iter().enumerate() {
+        bodies.push(Bytes::from(b.clone()));
+        bodies.push(wake(&format!("between{i}"), &format!("ok.between{i}"), ""));
+    }
     bodies.push(wake("good", "ok.dlq1", ""));
     bodies.push(Bytes::from(
         r#"{"device_id":"foreign","tenant":"contoso","channel_uri":"https://notify.windows.com.evil.test/?token=ok.x"}"#,
+    ));
+    bodies.push(Bytes::from(
+        r#"{"device_id":"foreign2","tenant":"contoso","channel_uri":"https://evil.test/?token=ok.y"}"#,
     ));
     bodies.push(Bytes::from(
         r#"{"device_id":"nobody","tenant":"initech","channel_uri":"https://db5p.notify.windows.com/?token=ok.dlq2"}"#,
@@ -178,7 +216,7 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
         &js,
         &n.results_stream,
         &n.results,
-        3,
+        bad.len() as u64 + 4,
         Duration::from_secs(60),
     )
     .await;
@@ -190,7 +228,7 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
     for (body, want) in &bad {
         let m = dead
             .iter()
-            .find(|m| &m.payload[..] == body.as_bytes())
+            .find(|m| m.payload[..] == body[..])
             .unwrap_or_else(|| panic!("no dead letter keeps the body of {want:?}"));
         let h = m.headers.as_ref().expect("dead letters carry headers");
         let reason = h
@@ -215,7 +253,33 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
     assert_eq!(by_id["good"].row.outcome, "received");
     assert_eq!(by_id["foreign"].row.outcome, "invalid_channel");
     assert_eq!(by_id["foreign"].row.action, "fix_channel_record");
+    assert_eq!(by_id["foreign2"].row.outcome, "invalid_channel");
     assert_eq!(by_id["nobody"].row.outcome, "unknown_tenant");
+    for i in 0..bad.len() {
+        assert_eq!(by_id[&format!("between{i}")].row.outcome, "received");
+    }
+    assert_eq!(
+        rows.len(),
+        bad.len() + 4,
+        "one result per well-formed message"
+    );
+    assert!(
+        matches!(foreign.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a connection reached the foreign host"
+    );
+    let typed = dead
+        .iter()
+        .find(|m| m.payload.starts_with(br#"{"device_id":7"#))
+        .unwrap();
+    assert_eq!(
+        typed
+            .headers
+            .as_ref()
+            .unwrap()
+            .get("Fleetwake-Path")
+            .map(|v| v.as_str()),
+        Some("device_id")
+    );
     // Nothing is left pending or unacknowledged: dead letters were terminated.
     let t0 = Instant::now();
     loop {

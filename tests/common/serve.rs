@@ -199,3 +199,26 @@ pub fn wake(id: &str, token: &str) -> String {
         r#"{{"device_id":"{id}","tenant":"contoso","channel_uri":"https://db5p.notify.windows.com/?token={token}"}}"#
     )
 }
+
+/// `POST /v1/wakes?wait=true` with each body, all at once (one thread and one
+/// connection each); the answers in the order of `bodies`.
+pub fn post_wait_parallel(addr: SocketAddr, bodies: Vec<String>) -> Vec<Resp> {
+    let clients: Vec<_> = bodies
+        .into_iter()
+        .map(|b| {
+            std::thread::spawn(move || {
+                request(
+                    addr,
+                    "POST",
+                    "/v1/wakes?wait=true",
+                    Some(KEY_A),
+                    Some(b.as_bytes()),
+                )
+            })
+        })
+        .collect();
+    clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .collect()
+}
