@@ -84,20 +84,23 @@ async fn a_flood_of_connections_and_requests_stays_bounded() {
     let sockets = MaxSampler::start(move || sockets_of(pid));
 
     // 1. Twice max_connections clients that connect and send nothing. They
-    // fill every slot; the rest wait in the listen backlog. The server closes
-    // each after idle_timeout_s, so a health check that queues behind them is
-    // answered within about (hogs / max_connections + 1) idle timeouts.
+    // fill every slot; the rest wait in the listen backlog. When a client is
+    // accepted with every slot taken, the server closes the connection idle
+    // the longest (quiet >= 250 ms) to make room, so a health check that
+    // queues behind them all is answered quickly; the hogs are all closed
+    // (evicted, or after idle_timeout_s).
     let hogs: Vec<TcpStream> = (0..2 * MAX_CONNS)
         .map(|_| TcpStream::connect(addr).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let (status, took) = healthz(addr, Duration::from_secs(30));
     assert_eq!(status, Some(200), "healthz after {took:?}");
-    let bound = Duration::from_secs(3 * IDLE_S + 3);
+    // Eviction needs the newest hogs to be quiet for 250 ms: 2 s is slack.
     assert!(
-        took <= bound,
-        "healthz waited {took:?} behind idle connections (bound {bound:?})"
+        took <= Duration::from_secs(2),
+        "healthz waited {took:?} behind idle connections"
     );
+    let hog_wait = took;
     // Every hog was closed by the server (EOF), none answered.
     for mut h in hogs {
         h.set_read_timeout(Some(Duration::from_secs(3 * IDLE_S + 3)))
@@ -158,12 +161,13 @@ async fn a_flood_of_connections_and_requests_stays_bounded() {
     let max_sockets = sockets.finish();
     let peak_rss_kb = proc_status_kb(pid, "VmHWM");
     eprintln!(
-        "flood: {} idle connections; 60 requests: {ok} served, {busy} got 503, in {flood_took:?}; \
+        "flood: {} idle connections, healthz behind them in {hog_wait:?}; 60 requests: {ok} served, {busy} got 503, in {flood_took:?}; \
          server sockets max {max_sockets} (at rest {base_sockets}); peak RSS {} MiB",
         2 * MAX_CONNS,
         peak_rss_kb / 1024
     );
-    // Accepted connections never exceed max_connections; the rest is the
+    // Accepted connections never exceed max_connections, plus the one new
+    // client held while an idle connection is closed for it; the rest is the
     // listener and the engine's own connections to WNS (and the token host).
     assert!(
         max_sockets <= base_sockets + MAX_CONNS + 4,

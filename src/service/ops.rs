@@ -8,7 +8,11 @@
 //! byte either way (this includes a client that connects and sends nothing,
 //! which the header timeout does not see), and on stop every connection is
 //! asked to finish its requests (HTTP/1.1 close, HTTP/2 GOAWAY) and cut after
-//! `grace`. Body limits and body read timeouts belong to the handlers.
+//! `grace`. When every slot is taken and a new client is accepted, the
+//! connection idle the longest (no request in progress, quiet for at least
+//! 250 ms) is closed to make room, so that clients that connect and wait cannot
+//! starve clients with requests; when every connection is busy, the new one
+//! waits for a slot. Body limits and body read timeouts belong to the handlers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -186,6 +190,8 @@ struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     busy: AtomicUsize,
+    /// Told to close because a new client needs the slot.
+    evict: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -194,7 +200,19 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
+            evict: tokio::sync::Notify::new(),
         })
+    }
+    /// How long no byte moved, if no request is in progress.
+    fn idle_time(&self) -> Option<Duration> {
+        if self.busy.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        Some(
+            self.start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed))),
+        )
     }
     fn touch(&self) {
         self.last_ms
@@ -202,17 +220,50 @@ impl Activity {
     }
     /// Idle for at least `limit`: no request in progress and no byte moved.
     fn idle_for(&self, limit: Duration) -> bool {
-        let since = self
-            .start
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)));
-        self.busy.load(Ordering::Acquire) == 0 && since >= limit
+        self.idle_time().is_some_and(|t| t >= limit)
     }
     /// Resolves once the connection has been idle for `limit`.
     async fn idle(&self, limit: Duration) {
         let step = (limit / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
         while !self.idle_for(limit) {
             tokio::time::sleep(step).await;
+        }
+    }
+}
+
+/// A connection idle this long may be closed to admit a new client when every
+/// slot is taken (a fresh connection whose request is on its way is younger).
+const EVICT_IDLE_AFTER: Duration = Duration::from_millis(250);
+
+/// The open connections, for eviction.
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    open: std::collections::HashMap<u64, Arc<Activity>>,
+}
+
+impl Registry {
+    fn add(&mut self, a: Arc<Activity>) -> u64 {
+        self.next += 1;
+        self.open.insert(self.next, a);
+        self.next
+    }
+    /// Tells the connection idle the longest (at least [`EVICT_IDLE_AFTER`]) to
+    /// close; false if every connection is busy or fresh.
+    fn evict_idlest(&mut self) -> bool {
+        let victim = self
+            .open
+            .iter()
+            .filter_map(|(id, a)| Some((*id, a.idle_time()?)))
+            .filter(|(_, t)| *t >= EVICT_IDLE_AFTER)
+            .max_by_key(|(_, t)| *t)
+            .map(|(id, _)| id);
+        match victim.and_then(|id| self.open.remove(&id)) {
+            Some(a) => {
+                a.evict.notify_one();
+                true
+            }
+            None => false,
         }
     }
 }
@@ -311,25 +362,42 @@ pub fn spawn_server(
             .timer(TokioTimer::new())
             .max_concurrent_streams(256);
         let builder = Arc::new(builder);
-        loop {
-            let slot = tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => break },
-            };
+        let registry = Arc::new(parking_lot::Mutex::new(Registry::default()));
+        'serve: loop {
             let accepted = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 a = listener.accept() => a,
             };
             match accepted {
                 Ok((tcp, peer)) => {
+                    let slot = match slots.clone().try_acquire_owned() {
+                        Ok(s) => s,
+                        Err(_) => loop {
+                            // Full: make room by closing the idlest connection;
+                            // look again while every one is busy or fresh.
+                            if registry.lock().evict_idlest() {
+                                tracing::debug!("closed an idle HTTP connection for a new client");
+                            }
+                            tokio::select! {
+                                _ = stop.wait_for(|s| *s) => break 'serve,
+                                s = slots.clone().acquire_owned() => match s {
+                                    Ok(s) => break s,
+                                    Err(_) => break 'serve,
+                                },
+                                _ = tokio::time::sleep(EVICT_IDLE_AFTER / 2) => {}
+                            }
+                        },
+                    };
                     let _ = tcp.set_nodelay(true);
                     let handler = handler.clone();
                     let builder = builder.clone();
                     let mut closing = closing_rx.clone();
                     let idle_timeout = limits.idle_timeout;
+                    let activity = Activity::new();
+                    let id = registry.lock().add(activity.clone());
+                    let registry = registry.clone();
                     conns.spawn(async move {
                         let _slot = slot;
-                        let activity = Activity::new();
                         let counted = activity.clone();
                         let svc = service_fn(move |req: Request<Incoming>| {
                             let busy = Busy::new(&counted);
@@ -352,7 +420,12 @@ pub fn spawn_server(
                                 conn.as_mut().graceful_shutdown();
                                 conn.await
                             }
-                            _ = activity.idle(idle_timeout) => {
+                            _ = async {
+                                tokio::select! {
+                                    _ = activity.idle(idle_timeout) => {}
+                                    _ = activity.evict.notified() => {}
+                                }
+                            } => {
                                 tracing::debug!(%peer, "closing an idle HTTP connection");
                                 conn.as_mut().graceful_shutdown();
                                 // An idle connection has nothing to finish; do not wait on it.
@@ -361,6 +434,7 @@ pub fn spawn_server(
                                     .unwrap_or(Ok(()))
                             }
                         };
+                        registry.lock().open.remove(&id);
                         if let Err(e) = r {
                             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
                         }
