@@ -17,7 +17,7 @@ use common::*;
 use fleetwake::campaign::input::DeviceReader;
 use fleetwake::campaign::report::ReportRow;
 use fleetwake::campaign::{self, CampaignOptions};
-use fleetwake::emulator::faults::{FaultPhase, FaultPlan, Faults};
+use fleetwake::emulator::faults::{FaultPlan, Faults};
 use fleetwake::emulator::HttpVersions;
 use fleetwake::{Engine, HttpPolicy, RateLimit, RetryPolicy};
 
@@ -191,24 +191,6 @@ fn check(
         "{name}: only {:.1}% received",
         received * 100.0
     );
-}
-
-fn faults(f: Faults) -> FaultPlan {
-    FaultPlan {
-        base: f,
-        phases: vec![],
-    }
-}
-
-fn during(from_ms: u64, until_ms: u64, f: Faults) -> FaultPlan {
-    FaultPlan {
-        base: Faults::default(),
-        phases: vec![FaultPhase {
-            from_ms,
-            until_ms,
-            faults: f,
-        }],
-    }
 }
 
 /// One scenario at a time: they measure rates and connections, which a

@@ -9,288 +9,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
+use async_nats::jetstream::consumer::pull;
 use bytes::Bytes;
-use fleetwake::emulator::{EmulatorHandle, HttpVersions};
+use common::nats::*;
+use fleetwake::emulator::HttpVersions;
 use fleetwake::service::WakeResult;
-
-const BIN: &str = env!("CARGO_BIN_EXE_fleetwake");
-const SECRET_VAR: &str = "FLEETWAKE_TEST_SECRET";
-const NATS: &str = "nats://127.0.0.1:4222";
-
-/// Names for one test run: stream, subjects, consumer, results.
-struct Names {
-    stream: String,
-    subject: String,
-    consumer: String,
-    results_stream: String,
-    results: String,
-    dead: String,
-}
-
-fn names(tag: &str) -> Names {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let id = format!("{tag}_{}_{nanos}", std::process::id());
-    Names {
-        stream: format!("FWT_{id}"),
-        subject: format!("fwt.{id}.wakes"),
-        consumer: format!("c_{id}"),
-        results_stream: format!("FWTR_{id}"),
-        results: format!("fwt.{id}.results"),
-        dead: format!("fwt.{id}.dead"),
-    }
-}
-
-fn write_config(
-    dir: &Path,
-    emu: &EmulatorHandle,
-    n: &Names,
-    tenant_extra: &str,
-    retry: &str,
-    consume_extra: &str,
-) -> PathBuf {
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, emu.ca_pem().unwrap()).unwrap();
-    let addr = emu.local_addr();
-    let text = format!(
-        r#"
-[tenants.contoso]
-package_sid = "{sid}"
-secret_env = "{SECRET_VAR}"
-{tenant_extra}
-
-[retry]
-{retry}
-
-[transport]
-resolve = ["*.notify.windows.com={addr}", "login.live.com={addr}"]
-extra_ca_files = ["ca.pem"]
-webpki_roots = false
-
-[consume]
-url = "{NATS}"
-stream = "{stream}"
-subjects = ["{subject}"]
-consumer = "{consumer}"
-results_stream = "{results_stream}"
-results_subject = "{results}"
-dead_letter_subject = "{dead}"
-{consume_extra}
-"#,
-        sid = common::SID,
-        stream = n.stream,
-        subject = n.subject,
-        consumer = n.consumer,
-        results_stream = n.results_stream,
-        results = n.results,
-        dead = n.dead,
-    );
-    let path = dir.join("fleetwake.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn spawn_consumer(config: &Path, instance: &str) -> Proc {
-    spawn_consumer_log(config, instance, "warn")
-}
-
-/// A consumer process; killed if a failing test drops it still running.
-struct Proc(Child);
-
-impl std::ops::Deref for Proc {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Proc {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn spawn_consumer_log(config: &Path, instance: &str, log: &str) -> Proc {
-    Proc(
-        Command::new(BIN)
-            .args(["consume", "--config"])
-            .arg(config)
-            .env(SECRET_VAR, "test-secret")
-            .env("FLEETWAKE_CONSUME__INSTANCE_ID", instance)
-            .env("FLEETWAKE_LOG", log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// SIGTERM, then the exit code and stderr.
-fn terminate(mut child: Proc) -> (Option<i32>, String) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
-    (child.wait().unwrap().code(), stderr)
-}
-
-async fn js() -> jetstream::Context {
-    let client = async_nats::connect(NATS)
-        .await
-        .expect("a NATS server with JetStream on 127.0.0.1:4222 (.ci/run starts one)");
-    jetstream::new(client)
-}
-
-/// Waits until the consumer process has created the stream and the consumer.
-async fn wait_ready(js: &jetstream::Context, n: &Names) {
-    let t0 = Instant::now();
-    loop {
-        if let Ok(s) = js.get_stream(&n.stream).await {
-            if s.get_consumer::<pull::Config>(&n.consumer).await.is_ok()
-                && js.get_stream(&n.results_stream).await.is_ok()
-            {
-                return;
-            }
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the consumer did not create its streams"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Publishes every body to the subject and waits for the acks.
-async fn publish_all(js: &jetstream::Context, subject: &str, bodies: Vec<Bytes>) {
-    for chunk in bodies.chunks(2000) {
-        let mut acks = Vec::with_capacity(chunk.len());
-        for b in chunk {
-            acks.push(js.publish(subject.to_string(), b.clone()).await.unwrap());
-        }
-        for a in acks {
-            a.await.unwrap();
-        }
-    }
-}
-
-fn wake(id: &str, channel: &str, extra: &str) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"v":1,"device_id":"{id}","tenant":"contoso","channel_uri":"https://db5p.notify.windows.com/?token={channel}","idempotency_key":"{id}"{extra}}}"#
-    ))
-}
-
-/// Every message on `subject` in `stream`, in order.
-async fn read_all(js: &jetstream::Context, stream: &str, subject: &str) -> Vec<jetstream::Message> {
-    let s = js.get_stream(stream).await.unwrap();
-    let c = s
-        .create_consumer(pull::Config {
-            ack_policy: AckPolicy::None,
-            filter_subject: subject.to_string(),
-            inactive_threshold: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let want = c.get_info().await.unwrap().num_pending as usize;
-    let mut out = Vec::with_capacity(want);
-    use futures_util::StreamExt;
-    while out.len() < want {
-        let mut batch = c
-            .fetch()
-            .max_messages((want - out.len()).min(1000))
-            .messages()
-            .await
-            .unwrap();
-        while let Some(m) = batch.next().await {
-            out.push(m.unwrap());
-        }
-    }
-    out
-}
-
-async fn results(js: &jetstream::Context, n: &Names) -> Vec<WakeResult> {
-    read_all(js, &n.results_stream, &n.results)
-        .await
-        .iter()
-        .map(|m| {
-            serde_json::from_slice(&m.payload)
-                .unwrap_or_else(|e| panic!("bad result {:?}: {e}", m.payload))
-        })
-        .collect()
-}
-
-async fn count_on(js: &jetstream::Context, stream: &str, subject: &str) -> u64 {
-    let s = js.get_stream(stream).await.unwrap();
-    let info = s.info_with_subjects(subject).await;
-    match info {
-        Ok(mut subjects) => {
-            use futures_util::TryStreamExt;
-            let mut total = 0;
-            while let Ok(Some((_, c))) = subjects.try_next().await {
-                total += c as u64;
-            }
-            total
-        }
-        Err(_) => 0,
-    }
-}
-
-/// Waits (at most `limit`) until `subject` holds at least `want` messages.
-async fn wait_count(
-    js: &jetstream::Context,
-    stream: &str,
-    subject: &str,
-    want: u64,
-    limit: Duration,
-) {
-    let t0 = Instant::now();
-    loop {
-        let have = count_on(js, stream, subject).await;
-        if have >= want {
-            return;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "only {have} of {want} messages on {subject} after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn pushes_to(emu: &EmulatorHandle, token: &str) -> u64 {
-    emu.stats()
-        .by_channel
-        .get(token)
-        .map(|m| m.values().sum())
-        .unwrap_or(0)
-}
-
-fn at(r: &WakeResult) -> SystemTime {
-    humantime::parse_rfc3339(&r.row.at).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_halfway_through_20000_loses_nothing() {
@@ -328,34 +53,7 @@ async fn sigkill_halfway_through_20000_loses_nothing() {
     a.wait().unwrap();
     let at_kill = count_on(&js, &n.results_stream, &n.results).await;
     // b finishes the rest, including what a held unacknowledged.
-    wait_count(
-        &js,
-        &n.results_stream,
-        &n.results,
-        total as u64,
-        Duration::from_secs(400),
-    )
-    .await;
-    let t0 = Instant::now();
-    loop {
-        let left = js
-            .get_stream(&n.stream)
-            .await
-            .unwrap()
-            .get_info()
-            .await
-            .unwrap()
-            .state
-            .messages;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{left} wake requests never acked"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_all_done(&js, &n, total as u64, Duration::from_secs(400)).await;
     let (code, stderr) = terminate(b);
     assert_eq!(code, Some(0), "b drains and exits 0: {stderr}");
 
@@ -429,40 +127,78 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
     let n = names("dlq");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &emu, &n, "", "max_attempts = 1", "");
+    // A listener stands in for the foreign hosts: no connection (so no token)
+    // may reach it.
+    let foreign = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    foreign.set_nonblocking(true).unwrap();
+    let fa = foreign.local_addr().unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "resolve = [",
+        &format!("resolve = [\"notify.windows.com.evil.test={fa}\", \"evil.test={fa}\", "),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
     let c = spawn_consumer(&config, "dlq");
     wait_ready(&js, &n).await;
     let huge = format!(
         r#"{{"device_id":"{}","tenant":"contoso","channel_uri":"x"}}"#,
         "x".repeat(70_000)
     );
-    let bad: Vec<(&str, String)> = vec![
-        ("not json", "expected ident".into()),
+    let bad: Vec<(Vec<u8>, String)> = [
+        (b"not json".to_vec(), "expected ident"),
+        (b"".to_vec(), "EOF while parsing"),
         (
-            r#"{"device_id":"d","tenant":"contoso"}"#,
-            "missing field `channel_uri`".into(),
+            b"{\"device_id\":\"d\xff\xfe\",\"tenant\":\"contoso\",\"channel_uri\":\"x\"}".to_vec(),
+            "invalid unicode",
         ),
         (
-            r#"{"v":2,"device_id":"d","tenant":"contoso","channel_uri":"x","priority":"high"}"#,
-            "unknown schema version 2".into(),
+            br#"{"device_id":7,"tenant":"contoso","channel_uri":"x"}"#.to_vec(),
+            "device_id: invalid type: integer `7`, expected a string",
         ),
         (
-            r#"{"device_id":"d","tenant":"contoso","channel_uri":"x","ttl":5}"#,
-            "unknown field `ttl`".into(),
+            br#"{"device_id":"d","tenant":"contoso","channel_uri":"x","ttl_s":"60"}"#.to_vec(),
+            "ttl_s: invalid type: string",
         ),
         (
-            r#"{"device_id":"d","tenant":"contoso","channel_uri":"x","not_after":"soon"}"#,
-            "not_after: ".into(),
+            br#"{"device_id":"d","tenant":null,"channel_uri":"x"}"#.to_vec(),
+            "tenant: invalid type: null",
         ),
-        ("[1,2]", "expected a JSON object".into()),
-        (&huge, "limit is 65536".into()),
-    ];
-    let mut bodies: Vec<Bytes> = bad
-        .iter()
-        .map(|(b, _)| Bytes::from(b.to_string()))
-        .collect();
+        (
+            br#"{"device_id":"d","tenant":"contoso"}"#.to_vec(),
+            "missing field `channel_uri`",
+        ),
+        (
+            br#"{"v":2,"device_id":"d","tenant":"contoso","channel_uri":"x","priority":"high"}"#
+                .to_vec(),
+            "unknown schema version 2",
+        ),
+        (
+            br#"{"device_id":"d","tenant":"contoso","channel_uri":"x","ttl":5}"#.to_vec(),
+            "unknown field `ttl`",
+        ),
+        (
+            br#"{"device_id":"d","tenant":"contoso","channel_uri":"x","not_after":"soon"}"#
+                .to_vec(),
+            "not_after: ",
+        ),
+        (b"[1,2]".to_vec(), "expected a JSON object"),
+        (huge.into_bytes(), "limit is 65536"),
+    ]
+    .into_iter()
+    .map(|(b, w)| (b, w.to_string()))
+    .collect();
+    // Good messages between and after the bad ones: the work goes on.
+    let mut bodies: Vec<Bytes> = Vec::new();
+    for (i, (b, _)) in bad.iter().enumerate() {
+        bodies.push(Bytes::from(b.clone()));
+        bodies.push(wake(&format!("between{i}"), &format!("ok.between{i}"), ""));
+    }
     bodies.push(wake("good", "ok.dlq1", ""));
     bodies.push(Bytes::from(
         r#"{"device_id":"foreign","tenant":"contoso","channel_uri":"https://notify.windows.com.evil.test/?token=ok.x"}"#,
+    ));
+    bodies.push(Bytes::from(
+        r#"{"device_id":"foreign2","tenant":"contoso","channel_uri":"https://evil.test/?token=ok.y"}"#,
     ));
     bodies.push(Bytes::from(
         r#"{"device_id":"nobody","tenant":"initech","channel_uri":"https://db5p.notify.windows.com/?token=ok.dlq2"}"#,
@@ -480,7 +216,7 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
         &js,
         &n.results_stream,
         &n.results,
-        3,
+        bad.len() as u64 + 4,
         Duration::from_secs(60),
     )
     .await;
@@ -492,7 +228,7 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
     for (body, want) in &bad {
         let m = dead
             .iter()
-            .find(|m| &m.payload[..] == body.as_bytes())
+            .find(|m| m.payload[..] == body[..])
             .unwrap_or_else(|| panic!("no dead letter keeps the body of {want:?}"));
         let h = m.headers.as_ref().expect("dead letters carry headers");
         let reason = h
@@ -517,7 +253,33 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
     assert_eq!(by_id["good"].row.outcome, "received");
     assert_eq!(by_id["foreign"].row.outcome, "invalid_channel");
     assert_eq!(by_id["foreign"].row.action, "fix_channel_record");
+    assert_eq!(by_id["foreign2"].row.outcome, "invalid_channel");
     assert_eq!(by_id["nobody"].row.outcome, "unknown_tenant");
+    for i in 0..bad.len() {
+        assert_eq!(by_id[&format!("between{i}")].row.outcome, "received");
+    }
+    assert_eq!(
+        rows.len(),
+        bad.len() + 4,
+        "one result per well-formed message"
+    );
+    assert!(
+        matches!(foreign.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a connection reached the foreign host"
+    );
+    let typed = dead
+        .iter()
+        .find(|m| m.payload.starts_with(br#"{"device_id":7"#))
+        .unwrap();
+    assert_eq!(
+        typed
+            .headers
+            .as_ref()
+            .unwrap()
+            .get("Fleetwake-Path")
+            .map(|v| v.as_str()),
+        Some("device_id")
+    );
     // Nothing is left pending or unacknowledged: dead letters were terminated.
     let t0 = Instant::now();
     loop {
@@ -540,33 +302,6 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
     let (code, stderr) = terminate(c);
     assert_eq!(code, Some(0), "{stderr}");
     emu.shutdown().await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (code, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

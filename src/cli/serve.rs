@@ -91,6 +91,7 @@ pub(crate) async fn run(a: Args) -> u8 {
     let limits = ServerLimits {
         max_connections: settings.max_connections,
         header_timeout: Duration::from_secs(settings.request_timeout_s),
+        idle_timeout: Duration::from_secs(settings.idle_timeout_s),
         grace: Duration::from_secs(settings.drain_timeout_s),
     };
     let api = HttpApi::new(

@@ -73,6 +73,9 @@ pub struct ServeSettings {
     pub max_connections: usize,
     /// Time to send the headers and to send the body, seconds. Default 30.
     pub request_timeout_s: u64,
+    /// A connection with no request in progress that moves no byte for this
+    /// long is closed, seconds (also one that connects and never sends). Default 60.
+    pub idle_timeout_s: u64,
     /// Serve `/metrics` without a key. Default false.
     pub metrics_public: bool,
     /// Seconds open requests get to finish on SIGTERM. Default 30.
@@ -94,6 +97,7 @@ impl Default for ServeSettings {
             job_concurrency: 256,
             max_connections: 1024,
             request_timeout_s: 30,
+            idle_timeout_s: 60,
             metrics_public: false,
             drain_timeout_s: 30,
         }
@@ -111,6 +115,7 @@ impl ServeSettings {
             ("job_concurrency", self.job_concurrency),
             ("max_connections", self.max_connections),
             ("request_timeout_s", self.request_timeout_s as usize),
+            ("idle_timeout_s", self.idle_timeout_s as usize),
         ] {
             if v == 0 {
                 return Err(format!("[serve] {k} must be at least 1"));

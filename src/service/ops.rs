@@ -3,15 +3,24 @@
 //! bounded HTTP/1.1 + HTTP/2 (h2c) server on hyper.
 //!
 //! Server bounds: at most `max_connections` connections (accept waits beyond
-//! it), request headers within `header_timeout`, and on stop every connection
-//! is asked to finish its requests (HTTP/1.1 close, HTTP/2 GOAWAY) and cut after
-//! `grace`. Body limits and body read timeouts belong to the handlers.
+//! it), request headers within `header_timeout` once the first byte arrived, a
+//! connection with no request in progress closed after `idle_timeout` without a
+//! byte either way (this includes a client that connects and sends nothing,
+//! which the header timeout does not see), and on stop every connection is
+//! asked to finish its requests (HTTP/1.1 close, HTTP/2 GOAWAY) and cut after
+//! `grace`. When every slot is taken and a new client is accepted, the
+//! connection idle the longest (no request in progress, quiet for at least
+//! 250 ms) is closed to make room, so that clients that connect and wait cannot
+//! starve clients with requests; when every connection is busy, the new one
+//! waits for a slot. Body limits and body read timeouts belong to the handlers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -22,6 +31,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -152,8 +162,12 @@ pub fn ops_handler(readiness: Arc<Readiness>, prom: Option<PrometheusHandle>) ->
 pub struct ServerLimits {
     /// Most open connections.
     pub max_connections: usize,
-    /// Time for a client to send the request headers (HTTP/1.1).
+    /// Time for a client to send the request headers (HTTP/1.1), from their first byte.
     pub header_timeout: Duration,
+    /// A connection with no request in progress and no byte read or written
+    /// for this long is closed (a client that connects and sends nothing, an
+    /// idle keep-alive connection).
+    pub idle_timeout: Duration,
     /// Time open requests get to finish after stop.
     pub grace: Duration,
 }
@@ -163,8 +177,166 @@ impl Default for ServerLimits {
         ServerLimits {
             max_connections: 1024,
             header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             grace: Duration::from_secs(30),
         }
+    }
+}
+
+/// A connection's activity: when a byte last moved and how many requests are
+/// being answered.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    busy: AtomicUsize,
+    /// Told to close because a new client needs the slot.
+    evict: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            evict: tokio::sync::Notify::new(),
+        })
+    }
+    /// How long no byte moved, if no request is in progress.
+    fn idle_time(&self) -> Option<Duration> {
+        if self.busy.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        Some(
+            self.start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed))),
+        )
+    }
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    /// Idle for at least `limit`: no request in progress and no byte moved.
+    fn idle_for(&self, limit: Duration) -> bool {
+        self.idle_time().is_some_and(|t| t >= limit)
+    }
+    /// Resolves once the connection has been idle for `limit`.
+    async fn idle(&self, limit: Duration) {
+        let step = (limit / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        while !self.idle_for(limit) {
+            tokio::time::sleep(step).await;
+        }
+    }
+}
+
+/// A connection idle this long may be closed to admit a new client when every
+/// slot is taken (a fresh connection whose request is on its way is younger).
+const EVICT_IDLE_AFTER: Duration = Duration::from_millis(250);
+
+/// The open connections, for eviction.
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    open: std::collections::HashMap<u64, Arc<Activity>>,
+}
+
+impl Registry {
+    fn add(&mut self, a: Arc<Activity>) -> u64 {
+        self.next += 1;
+        self.open.insert(self.next, a);
+        self.next
+    }
+    /// Tells the connection idle the longest (at least [`EVICT_IDLE_AFTER`]) to
+    /// close; false if every connection is busy or fresh.
+    fn evict_idlest(&mut self) -> bool {
+        let victim = self
+            .open
+            .iter()
+            .filter_map(|(id, a)| Some((*id, a.idle_time()?)))
+            .filter(|(_, t)| *t >= EVICT_IDLE_AFTER)
+            .max_by_key(|(_, t)| *t)
+            .map(|(id, _)| id);
+        match victim.and_then(|id| self.open.remove(&id)) {
+            Some(a) => {
+                a.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Counts a request as in progress until dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(a: &Arc<Activity>) -> Self {
+        a.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(a.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A socket that records when a byte last moved.
+struct Watched<T> {
+    io: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -190,28 +362,57 @@ pub fn spawn_server(
             .timer(TokioTimer::new())
             .max_concurrent_streams(256);
         let builder = Arc::new(builder);
-        loop {
-            let slot = tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => break },
-            };
+        let registry = Arc::new(parking_lot::Mutex::new(Registry::default()));
+        'serve: loop {
             let accepted = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 a = listener.accept() => a,
             };
             match accepted {
                 Ok((tcp, peer)) => {
+                    let slot = match slots.clone().try_acquire_owned() {
+                        Ok(s) => s,
+                        Err(_) => loop {
+                            // Full: make room by closing the idlest connection;
+                            // look again while every one is busy or fresh.
+                            if registry.lock().evict_idlest() {
+                                tracing::debug!("closed an idle HTTP connection for a new client");
+                            }
+                            tokio::select! {
+                                _ = stop.wait_for(|s| *s) => break 'serve,
+                                s = slots.clone().acquire_owned() => match s {
+                                    Ok(s) => break s,
+                                    Err(_) => break 'serve,
+                                },
+                                _ = tokio::time::sleep(EVICT_IDLE_AFTER / 2) => {}
+                            }
+                        },
+                    };
                     let _ = tcp.set_nodelay(true);
                     let handler = handler.clone();
                     let builder = builder.clone();
                     let mut closing = closing_rx.clone();
+                    let idle_timeout = limits.idle_timeout;
+                    let activity = Activity::new();
+                    let id = registry.lock().add(activity.clone());
+                    let registry = registry.clone();
                     conns.spawn(async move {
                         let _slot = slot;
+                        let counted = activity.clone();
                         let svc = service_fn(move |req: Request<Incoming>| {
+                            let busy = Busy::new(&counted);
                             let fut = handler(req, peer);
-                            async move { Ok::<_, Infallible>(fut.await) }
+                            async move {
+                                let resp = fut.await;
+                                drop(busy);
+                                Ok::<_, Infallible>(resp)
+                            }
                         });
-                        let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                        let io = Watched {
+                            io: tcp,
+                            activity: activity.clone(),
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(io), svc);
                         tokio::pin!(conn);
                         let r = tokio::select! {
                             r = conn.as_mut() => r,
@@ -219,7 +420,21 @@ pub fn spawn_server(
                                 conn.as_mut().graceful_shutdown();
                                 conn.await
                             }
+                            _ = async {
+                                tokio::select! {
+                                    _ = activity.idle(idle_timeout) => {}
+                                    _ = activity.evict.notified() => {}
+                                }
+                            } => {
+                                tracing::debug!(%peer, "closing an idle HTTP connection");
+                                conn.as_mut().graceful_shutdown();
+                                // An idle connection has nothing to finish; do not wait on it.
+                                tokio::time::timeout(Duration::from_secs(1), conn)
+                                    .await
+                                    .unwrap_or(Ok(()))
+                            }
                         };
+                        registry.lock().open.remove(&id);
                         if let Err(e) = r {
                             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
                         }
