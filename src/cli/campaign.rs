@@ -75,11 +75,7 @@ pub(crate) async fn run(a: Args) -> u8 {
             return super::EXIT_CONFIG;
         }
     }
-    let engine = match cfg
-        .engine_builder()
-        .map_err(|e| e.to_string())
-        .and_then(|b| b.build().map_err(|e| e.to_string()))
-    {
+    let engine = match super::build_engine(&cfg, &a.config, 1) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");

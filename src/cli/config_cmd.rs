@@ -81,36 +81,13 @@ pub(crate) fn run(c: Command) -> u8 {
 /// everything they would refuse is refused here first. Contacts nothing.
 fn check_service_sections(cfg: &Config, path: &std::path::Path) -> Result<(), String> {
     let mut instances = 1;
+    #[cfg(feature = "nats")]
     if cfg.file.consume.is_some() {
-        #[cfg(feature = "nats")]
-        {
-            let c: crate::service::consume::ConsumeSettings =
-                cfg.section("consume").map_err(|e| e.to_string())?;
-            c.validate()
-                .map_err(|e| format!("{}: [consume]: {e}", path.display()))?;
-            instances = c.instances;
-        }
+        instances = super::consume_settings(cfg, path)?.instances;
     }
     if cfg.file.serve.is_some() {
-        let s: crate::service::http_api::ServeSettings =
-            cfg.section("serve").map_err(|e| e.to_string())?;
-        s.validate()
-            .map_err(|e| format!("{}: [serve]: {e}", path.display()))?;
-        let base = path.parent().unwrap_or(std::path::Path::new("."));
-        let keys = s.api_keys(base).map_err(|e| e.to_string())?;
-        if keys.is_empty() {
-            return Err(format!(
-                "{}: [serve] has no API key: add [serve.clients.NAME] or keys_file",
-                path.display()
-            ));
-        }
+        super::serve_settings(cfg, path)?;
     }
-    let builder = cfg
-        .engine_builder_split(instances)
-        .map_err(|e| e.to_string())?;
     // Building starts no connection; the engine is dropped at once.
-    builder
-        .build()
-        .map(drop)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    super::build_engine(cfg, path, instances).map(drop)
 }

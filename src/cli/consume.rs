@@ -42,17 +42,13 @@ pub(crate) async fn run(a: Args) -> u8 {
             return super::EXIT_CONFIG;
         }
     };
-    let settings: ConsumeSettings = match cfg.section("consume") {
+    let settings: ConsumeSettings = match super::consume_settings(&cfg, &a.config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return super::EXIT_CONFIG;
         }
     };
-    if let Err(e) = settings.validate() {
-        eprintln!("error: {}: {e}", a.config.display());
-        return super::EXIT_CONFIG;
-    }
     let stop = super::signals::stop_on_signals();
     let readiness = Readiness::new(true);
     let (ops_stop_tx, ops_stop) = tokio::sync::watch::channel(false);
@@ -89,11 +85,7 @@ pub(crate) async fn run(a: Args) -> u8 {
             return super::EXIT_CONFIG;
         }
     }
-    let engine = match cfg
-        .engine_builder_split(settings.instances)
-        .map_err(|e| e.to_string())
-        .and_then(|b| b.build().map_err(|e| e.to_string()))
-    {
+    let engine = match super::build_engine(&cfg, &a.config, settings.instances) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");

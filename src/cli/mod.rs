@@ -154,3 +154,59 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// Builds the engine from `cfg` (loaded from `path`), each PFN's rate split
+/// across `instances` processes. The error is ready to print and names the file.
+pub(crate) fn build_engine(
+    cfg: &crate::config::Config,
+    path: &std::path::Path,
+    instances: u32,
+) -> Result<crate::engine::Engine, String> {
+    cfg.engine_builder_split(instances)
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `[consume]` of `cfg` (loaded from `path`), read and checked as
+/// `fleetwake consume` needs it.
+#[cfg(feature = "nats")]
+pub(crate) fn consume_settings(
+    cfg: &crate::config::Config,
+    path: &std::path::Path,
+) -> Result<crate::service::consume::ConsumeSettings, String> {
+    let settings: crate::service::consume::ConsumeSettings =
+        cfg.section("consume").map_err(|e| e.to_string())?;
+    settings
+        .validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(settings)
+}
+
+/// `[serve]` of `cfg` (loaded from `path`), read and checked as
+/// `fleetwake serve` needs it, with its API keys (at least one).
+pub(crate) fn serve_settings(
+    cfg: &crate::config::Config,
+    path: &std::path::Path,
+) -> Result<
+    (
+        crate::service::http_api::ServeSettings,
+        crate::service::auth::ApiKeys,
+    ),
+    String,
+> {
+    let settings: crate::service::http_api::ServeSettings =
+        cfg.section("serve").map_err(|e| e.to_string())?;
+    settings
+        .validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let keys = settings.api_keys(base).map_err(|e| e.to_string())?;
+    if keys.is_empty() {
+        return Err(format!(
+            "{}: [serve] has no API key: add [serve.clients.NAME] or keys_file",
+            path.display()
+        ));
+    }
+    Ok((settings, keys))
+}

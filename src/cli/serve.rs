@@ -1,7 +1,7 @@
 //! `fleetwake serve`: run the HTTP API until SIGTERM. A thin layer over
 //! [`crate::service::http_api`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -38,24 +38,8 @@ pub(crate) async fn run(a: Args) -> u8 {
             return super::EXIT_CONFIG;
         }
     };
-    let settings: ServeSettings = match cfg.section("serve") {
+    let (settings, keys): (ServeSettings, _) = match super::serve_settings(&cfg, &a.config) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return super::EXIT_CONFIG;
-        }
-    };
-    if let Err(e) = settings.validate() {
-        eprintln!("error: {}: {e}", a.config.display());
-        return super::EXIT_CONFIG;
-    }
-    let base = a.config.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let keys = match settings.api_keys(&base) {
-        Ok(k) if k.is_empty() => {
-            eprintln!("error: [serve] has no API key: add [serve.clients.NAME] or keys_file");
-            return super::EXIT_CONFIG;
-        }
-        Ok(k) => k,
         Err(e) => {
             eprintln!("error: {e}");
             return super::EXIT_CONFIG;
@@ -68,11 +52,7 @@ pub(crate) async fn run(a: Args) -> u8 {
             return super::EXIT_INTERNAL;
         }
     };
-    let engine = match cfg
-        .engine_builder()
-        .map_err(|e| e.to_string())
-        .and_then(|b| b.build().map_err(|e| e.to_string()))
-    {
+    let engine = match super::build_engine(&cfg, &a.config, 1) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");
