@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleetwake::campaign::report::ReportRow;
+use common::read_report;
 use fleetwake::emulator::{EmulatorHandle, HttpVersions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleetwake");
@@ -40,14 +40,6 @@ webpki_roots = false
     let path = dir.join("fleetwake.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn read_report(path: &Path) -> Vec<ReportRow> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad row {l}: {e}")))
-        .collect()
 }
 
 fn campaign(config: &Path, devices: &Path, report: &Path) -> Command {

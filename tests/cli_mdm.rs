@@ -5,21 +5,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use fleetwake::campaign::report::ReportRow;
+use common::read_report;
 use fleetwake::emulator::HttpVersions;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleetwake");
-
-fn rows(path: &Path) -> Vec<ReportRow> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_store_skips_dead_channels_until_a_new_channel_is_read() {
@@ -65,7 +56,7 @@ async fn campaign_store_skips_dead_channels_until_a_new_channel_is_read() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 outcomes recorded"));
     let out = run("second.jsonl");
     assert_eq!(out.status.code(), Some(1));
-    let second = rows(&dir.path().join("second.jsonl"));
+    let second = read_report(&dir.path().join("second.jsonl"));
     let by = |id: &str| {
         second
             .iter()

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::read_report;
 use fleetwake::campaign::report::ReportRow;
 use fleetwake::emulator::HttpVersions;
 
@@ -70,14 +71,6 @@ fn run(config: &Path, devices: &Path, report: &Path) -> (Option<i32>, String, u6
     )
 }
 
-fn rows(path: &Path) -> Vec<ReportRow> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_encodings_huge_lines_and_nul_bytes() {
     let emu = common::emulator(HttpVersions::Both).await;
@@ -101,7 +94,7 @@ async fn broken_encodings_huge_lines_and_nul_bytes() {
     let report = dir.path().join("r.jsonl");
     let (code, stderr, hwm) = run(&cfg, &devices, &report);
     assert_eq!(code, Some(1), "{stderr}");
-    let rows = rows(&report);
+    let rows = read_report(&report);
     let by_line: HashMap<u64, &ReportRow> = rows.iter().map(|r| (r.line.unwrap(), r)).collect();
     assert_eq!(by_line[&2].outcome, "received");
     assert_eq!(by_line[&7].outcome, "received");
@@ -205,7 +198,7 @@ async fn uris_that_try_to_escape_wns_in_a_campaign() {
     let report = dir.path().join("r.jsonl");
     let (code, stderr, _) = run(&cfg, &devices, &report);
     assert_eq!(code, Some(1), "{stderr}");
-    let rows = rows(&report);
+    let rows = read_report(&report);
     assert_eq!(rows.len(), escapes.len() + 1);
     for r in &rows {
         if r.device_id.as_deref() == Some("real") {

@@ -13,6 +13,15 @@ use fleetwake::{
     ChannelUri, Credentials, Engine, RateLimit, RetryPolicy, Secret, TenantConfig, TransportConfig,
 };
 
+/// Every row of a campaign report (JSON lines); panics naming a bad row.
+pub fn read_report(path: &std::path::Path) -> Vec<fleetwake::campaign::report::ReportRow> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad row {l}: {e}")))
+        .collect()
+}
+
 pub const SID: &str = "ms-app://S-1-15-2-1111111111-2222222222";
 
 /// The `[tenants.contoso]`, `[retry]` and `[transport]` tables of a config
