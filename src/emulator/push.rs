@@ -315,6 +315,10 @@ fn check_head(shared: &Shared, parts: &Parts) -> Result<(), Reply> {
         ));
     }
     let http1 = parts.version < http::Version::HTTP_2;
+    if http1 && !h.contains_key(header::HOST) {
+        // RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without Host.
+        return Err(Reply::error(StatusCode::BAD_REQUEST, "Host is required"));
+    }
     if http1 && !h.contains_key(header::CONTENT_LENGTH) {
         return Err(Reply::error(
             StatusCode::LENGTH_REQUIRED,

@@ -196,7 +196,7 @@ impl EngineBuilder {
         let transport = Transport::new(self.transport)?;
         // One limiter per PFN, with the tenant that set it and its limit.
         let mut limiters: HashMap<String, (Arc<PfnLimiter>, String, RateLimit)> = HashMap::new();
-        let mut tenants = HashMap::new();
+        let mut tenants: HashMap<_, _, foldhash::fast::RandomState> = HashMap::default();
         for t in self.tenants {
             t.credentials
                 .validate()
@@ -283,7 +283,7 @@ pub(crate) struct Shared {
 
 struct Inner {
     shared: Arc<Shared>,
-    tenants: HashMap<Arc<str>, Arc<Tenant>>,
+    tenants: HashMap<Arc<str>, Arc<Tenant>, foldhash::fast::RandomState>,
     queues: Vec<mpsc::Sender<shard::Job>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     closing: AtomicBool,

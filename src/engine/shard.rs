@@ -12,6 +12,8 @@
 //!   end at once with their last (retryable) outcome.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -60,7 +62,8 @@ pub(crate) async fn run_shard(
     mut rx: mpsc::Receiver<Job>,
     mut draining: watch::Receiver<bool>,
 ) {
-    let mut waiting: HashMap<Arc<str>, Waiters> = HashMap::new();
+    // foldhash: fast, and seeded per process (channel URIs come from input).
+    let mut waiting: HashMap<Arc<str>, Waiters, RandomState> = HashMap::default();
     let mut running: FuturesUnordered<Delivery> = FuturesUnordered::new();
     let mut intake_open = true;
     loop {
@@ -88,7 +91,7 @@ pub(crate) async fn run_shard(
 
 fn accept(
     shared: &Arc<Shared>,
-    waiting: &mut HashMap<Arc<str>, Waiters>,
+    waiting: &mut HashMap<Arc<str>, Waiters, RandomState>,
     running: &mut FuturesUnordered<Delivery>,
     job: Job,
 ) {

@@ -239,7 +239,7 @@ pub struct Transport {
 
 struct Inner {
     connector: Connector,
-    pools: RwLock<HashMap<Box<str>, Arc<HostPool>>>,
+    pools: RwLock<HashMap<Box<str>, Arc<HostPool>, foldhash::fast::RandomState>>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -264,7 +264,7 @@ impl Transport {
         Ok(Transport {
             inner: Arc::new(Inner {
                 connector,
-                pools: RwLock::new(HashMap::new()),
+                pools: RwLock::new(HashMap::default()),
             }),
         })
     }

@@ -392,9 +392,9 @@ impl HostPool {
         req: Request<Bytes>,
         max_body: usize,
     ) -> Result<Response<Bytes>, TransportError> {
-        let (mut parts, body) = req.into_parts();
-        // HTTP/2 carries the authority in `:authority` (from the absolute URI).
-        parts.headers.remove(http::header::HOST);
+        // HTTP/2 carries the authority in `:authority`, from the absolute URI
+        // (requests come without `Host`; see `send_h1`).
+        let (parts, body) = req.into_parts();
         let head = Request::from_parts(parts, ());
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.h2.len();
         let slot = &self.h2[i];
@@ -488,7 +488,17 @@ impl HostPool {
         mut req: Request<ReqBody>,
         max_body: usize,
     ) -> Result<Response<Bytes>, TransportError> {
-        // HTTP/1.1 request line in origin form; Host is already a header.
+        // HTTP/1.1: `Host` from the absolute URI's authority (requests are
+        // built without it), then the request line in origin form.
+        if !req.headers().contains_key(http::header::HOST) {
+            if let Some(host) = req
+                .uri()
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
         if let Some(pq) = req.uri().path_and_query().cloned() {
             *req.uri_mut() = http::Uri::from(pq);
         }

@@ -181,15 +181,9 @@ impl Credentials {
             .append_pair("scope", scope)
             .finish();
         let url = self.token_url();
-        let host = url["https://".len()..]
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
         Request::builder()
             .method(Method::POST)
             .uri(url)
-            .header(header::HOST, host)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
             .header(header::CONTENT_LENGTH, body.len())
@@ -372,7 +366,11 @@ mod tests {
     fn live_form_is_url_encoded() {
         let req = sid().token_request().unwrap();
         assert_eq!(req.uri(), "https://login.live.com/accesstoken.srf");
-        assert_eq!(req.headers()[header::HOST], "login.live.com");
+        assert_eq!(req.uri().host(), Some("login.live.com"));
+        assert!(
+            req.headers().get(header::HOST).is_none(),
+            "the transport adds Host"
+        );
         let body = std::str::from_utf8(req.body()).unwrap();
         assert_eq!(
             body,

@@ -319,29 +319,35 @@ fn text(v: &Option<HeaderValue>) -> Option<&str> {
     v.as_ref().and_then(|v| v.to_str().ok())
 }
 
-static X_WNS_MSG_ID: HeaderName = HeaderName::from_static("x-wns-msg-id");
-static X_WNS_DEBUG_TRACE: HeaderName = HeaderName::from_static("x-wns-debug-trace");
-static MS_CV: HeaderName = HeaderName::from_static("ms-cv");
-static X_WNS_ERROR_DESCRIPTION: HeaderName = HeaderName::from_static("x-wns-error-description");
-static X_WNS_DEVICE_CONNECTION_STATUS: HeaderName =
-    HeaderName::from_static("x-wns-deviceconnectionstatus");
-static X_WNS_STATUS: HeaderName = HeaderName::from_static("x-wns-status");
-static X_WNS_NOTIFICATION_STATUS: HeaderName = HeaderName::from_static("x-wns-notificationstatus");
 static X_WNS_CONTINUE_AFTER: HeaderName = HeaderName::from_static("x-wns-continue-after");
 
 impl WnsHeaders {
     /// Picks the WNS headers out of a response (names are case-insensitive).
     pub fn from_headers(h: &HeaderMap) -> Self {
-        // Names are parsed once (statics), not on every lookup.
-        let get = |n: &HeaderName| h.get(n).cloned();
-        WnsHeaders {
-            msg_id: get(&X_WNS_MSG_ID),
-            debug_trace: get(&X_WNS_DEBUG_TRACE),
-            ms_cv: get(&MS_CV),
-            error_description: get(&X_WNS_ERROR_DESCRIPTION),
-            device_connection_status: get(&X_WNS_DEVICE_CONNECTION_STATUS),
-            notification_status: get(&X_WNS_STATUS).or_else(|| get(&X_WNS_NOTIFICATION_STATUS)),
+        // One pass over the answer's few headers (names are stored lowercase)
+        // instead of a hashed lookup per name; the first value of a name wins,
+        // as with `HeaderMap::get`.
+        let mut w = WnsHeaders::default();
+        let mut legacy_status = None;
+        for (name, value) in h {
+            let slot = match name.as_str() {
+                "x-wns-msg-id" => &mut w.msg_id,
+                "x-wns-debug-trace" => &mut w.debug_trace,
+                "ms-cv" => &mut w.ms_cv,
+                "x-wns-error-description" => &mut w.error_description,
+                "x-wns-deviceconnectionstatus" => &mut w.device_connection_status,
+                "x-wns-status" => &mut w.notification_status,
+                "x-wns-notificationstatus" => &mut legacy_status,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value.clone());
+            }
         }
+        if w.notification_status.is_none() {
+            w.notification_status = legacy_status;
+        }
+        w
     }
     /// `X-WNS-Msg-ID` as text.
     pub fn msg_id(&self) -> Option<&str> {
@@ -461,7 +467,12 @@ pub fn classify(status: StatusCode, headers: &HeaderMap) -> Classified {
     Classified {
         kind,
         status: code,
-        retry_after: retry_after(headers),
+        // A success has nothing to wait for (and skips two lookups).
+        retry_after: if status.is_success() {
+            None
+        } else {
+            retry_after(headers)
+        },
         wns,
         token_expired,
     }

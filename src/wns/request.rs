@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Uri};
 
 use super::channel::ChannelUri;
@@ -191,8 +191,10 @@ pub fn bearer(token: &Secret) -> Result<HeaderValue, http::header::InvalidHeader
 }
 
 /// [`build_push`] with a ready `Authorization` value (from [`bearer`]); this is
-/// the hot path: one URI parse, the `Host` and `MS-CV` values, and a header map
-/// sized once; every other value is static or shared.
+/// the hot path: one URI parse, the `MS-CV` value, and a header map sized once;
+/// every other value is static or shared. The URI is absolute and there is no
+/// `Host` header: HTTP/2 carries the authority in `:authority`, and the
+/// transport adds `Host` when it speaks HTTP/1.1.
 pub fn build_push_with_auth(
     channel: &ChannelUri,
     auth: &HeaderValue,
@@ -202,7 +204,6 @@ pub fn build_push_with_auth(
 ) -> Result<Request<Bytes>, http::Error> {
     let uri = Uri::try_from(channel.as_str())?;
     let mut h = HeaderMap::with_capacity(12);
-    h.insert(HOST, HeaderValue::from_str(channel.authority())?);
     h.insert(AUTHORIZATION, auth.clone());
     h.insert(
         CONTENT_TYPE,
@@ -274,7 +275,8 @@ mod tests {
             "https://db5p.notify.windows.com/?token=AwYAAAB%2bq%3d%3d"
         );
         let h = req.headers();
-        assert_eq!(h[HOST], "db5p.notify.windows.com");
+        // The authority is in the URI; the transport adds Host for HTTP/1.1.
+        assert!(h.get(http::header::HOST).is_none());
         assert_eq!(h[AUTHORIZATION], "Bearer tok");
         assert!(h[AUTHORIZATION].is_sensitive());
         assert_eq!(h[CONTENT_TYPE], "application/octet-stream");
