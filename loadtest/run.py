@@ -527,7 +527,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=10, help="seconds per fleetwake bench run")
     ap.add_argument("--h2load-requests", type=int, default=500_000, help="requests per h2load run")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds of alternating h2load and fleetwake bench runs; the best counts")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of alternating h2load and fleetwake bench runs; the best counts")
     ap.add_argument("--h2-connections", type=int, default=4)
     ap.add_argument("--h2-streams", type=int, default=100, help="h2load -m; fleetwake closed loop keeps connections x streams in flight")
     ap.add_argument("--h1-connections", type=int, default=64)
