@@ -364,6 +364,17 @@ def summarize(res):
             cpu_fw = min(r["cpu_s_per_1000"] for r in res["bench"] if r["http"] == h and r["mode"] == "closed")
             cpu_h2l = min(r["cpu_s_per_1000"] for r in res["h2load"] if r["http"] == h)
             out[f"bench_{h}_cpu_vs_h2load"] = ratio(cpu_fw, cpu_h2l)
+            # The same ratio within each round (best of each tool in that
+            # round): rounds run minutes apart, and on a machine whose speed
+            # drifts the spread of these shows how far to trust the best-of.
+            per_round = []
+            for rnd in sorted({r.get("round") for r in res["h2load"] if r.get("round")}):
+                a = [r["throughput_per_s"] for r in res["bench"] if r["http"] == h and r["mode"] == "closed" and r.get("round") == rnd]
+                b = [r["throughput_per_s"] for r in res["h2load"] if r["http"] == h and r.get("round") == rnd]
+                if a and b:
+                    per_round.append(ratio(max(a), max(b)))
+            if per_round:
+                out[f"bench_{h}_vs_h2load_per_round"] = per_round
     if node:
         top = max((r["throughput_per_s"] for r in res["bench"] if r["mode"] == "closed"), default=0)
         h1c = fw.get(("h1", "closed"))
@@ -407,8 +418,11 @@ def render(res):
             f"{r['cpu_s_per_1000'] * 1000:>9.1f} {r['peak_rss_kb'] / 1024:>7.1f} {tcpu:>16.1f}")
     add("")
     add("Ratios (same target, same run):")
-    add(f"  fleetwake bench / h2load, HTTP/2 throughput   {fmt_ratio(rt.get('bench_h2_vs_h2load'), 0.9)}")
-    add(f"  fleetwake bench / h2load, HTTP/1.1 throughput {fmt_ratio(rt.get('bench_h1_vs_h2load'), 1.0)}")
+    def rounds(h):
+        pr = rt.get(f"bench_{h}_vs_h2load_per_round")
+        return f"  (per round: {' '.join(f'{x:.2f}' for x in pr)})" if pr else ""
+    add(f"  fleetwake bench / h2load, HTTP/2 throughput   {fmt_ratio(rt.get('bench_h2_vs_h2load'), 0.9)}{rounds('h2')}")
+    add(f"  fleetwake bench / h2load, HTTP/1.1 throughput {fmt_ratio(rt.get('bench_h1_vs_h2load'), 1.0)}{rounds('h1')}")
     add(f"  fleetwake bench / node-wns throughput         {fmt_ratio(rt.get('bench_best_vs_node_wns'), 6.0)}"
         f"  (HTTP/1.1 vs HTTP/1.1: {fmt_ratio(rt.get('bench_h1_vs_node_wns'))})")
     add(f"  CPU per wake, fleetwake / h2load, HTTP/2      {fmt_ratio(rt.get('bench_h2_cpu_vs_h2load'), 1.5, higher=False)}")
