@@ -5,12 +5,15 @@
 //!
 //! - [`tls`] holds root store (WebPKI plus extra CAs) and ALPN;
 //! - [`resolve`] holds curl-style resolve overrides;
-//! - `pool`: per-host HTTP/2 multi-connection and HTTP/1.1 keep-alive pools.
+//! - `pool`: per-host HTTP/2 multi-connection and HTTP/1.1 keep-alive pools;
+//! - `http1`: HTTP/1.1 on one connection (sans-IO head codec, chunked decoding,
+//!   and the exchange driven by the request's own future).
 //!
 //! Every wait is bounded: resolve+connect, the TLS handshake, and the request
 //! (waiting for a pooled connection, sending, reading the answer) each have a
 //! timeout. The number of hosts with pools is capped too.
 
+mod http1;
 mod pool;
 pub mod resolve;
 pub mod tls;
@@ -164,28 +167,6 @@ impl TransportError {
             TransportErrorKind::Connect
         };
         TransportError::new(kind, format!("TLS handshake with {host}: {e}"))
-    }
-
-    fn from_hyper(host: &str, e: hyper::Error) -> Self {
-        let kind = if e.is_timeout() {
-            TransportErrorKind::Timeout
-        } else if e.is_canceled()
-            || e.is_closed()
-            || e.is_incomplete_message()
-            || e.is_body_write_aborted()
-        {
-            TransportErrorKind::Broken
-        } else {
-            TransportErrorKind::Protocol
-        };
-        let mut msg = format!("HTTP exchange with {host}: {e}");
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        TransportError::new(kind, msg)
     }
 
     /// An HTTP/2 failure. `mid_request` tells a connection that broke under a

@@ -14,14 +14,17 @@
 //!   caller's own future drives its stream; one task per connection drives the
 //!   connection and its keep-alive PINGs.
 //! - **HTTP/1.1**: a bounded set of keep-alive connections, each carrying one
-//!   request at a time. A connection owns a semaphore permit for its whole life,
-//!   so there are never more than `h1_connections_per_host` of them; idle ones
-//!   wait in a lock-free bounded queue (crossbeam `ArrayQueue`).
+//!   request at a time, spoken by [`super::http1`] inside the request's own
+//!   future (no connection task). A connection owns a semaphore permit for its
+//!   whole life, so there are never more than `h1_connections_per_host` of
+//!   them; idle ones wait in a lock-free bounded queue (crossbeam `ArrayQueue`).
 //!
-//! Invariants: a slot is (re)connected by one task at a time; a request that hyper
-//! hands back unsent (the connection died before it was written) is sent once on a
-//! fresh connection; bodies are read to the end (bounded) before an HTTP/1.1
-//! connection goes back to the idle list.
+//! Invariants: a slot is (re)connected by one task at a time; an idle HTTP/1.1
+//! connection is checked for a close before reuse once it has been idle for
+//! [`H1_PROBE_AFTER`], and a request whose reused connection turns out closed
+//! before any byte of the answer is sent once more on a fresh connection;
+//! answers are read to the end (bounded) before a connection goes back to the
+//! idle list.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,20 +34,24 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use crossbeam::queue::ArrayQueue;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
+use super::http1::{Http1Conn, Http1Error};
 use super::resolve::resolve;
 use super::{HttpPolicy, TransportConfig, TransportError, TransportErrorKind};
 use crate::telemetry;
 
-pub(crate) type ReqBody = Full<Bytes>;
+/// A TLS connection as hyper-rustls hands it over.
+type TlsIo = tokio_rustls::client::TlsStream<TokioIo<TokioIo<TcpStream>>>;
+
+/// An HTTP/1.1 connection idle for at least this long is checked for a close
+/// (one non-blocking read) before it carries a request; one used more recently
+/// is trusted, and a close found while sending is retried once (see `send_h1`).
+pub(crate) const H1_PROBE_AFTER: Duration = Duration::from_millis(250);
 
 const UNKNOWN: u8 = 0;
 const H1: u8 = 1;
@@ -57,8 +64,19 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A freshly opened connection, as ALPN decided.
 enum Conn {
-    H1(http1::SendRequest<ReqBody>),
+    /// Boxed: a TLS stream is over a kilobyte, and idle connections move in
+    /// and out of the idle queue on every request.
+    H1(Box<H1Stream>),
     H2(Arc<H2Conn>),
+}
+
+/// One open HTTP/1.1 connection and what it counts while it lives.
+struct H1Stream {
+    conn: Http1Conn<TlsIo>,
+    /// When it last finished an exchange (or opened).
+    idle_since: std::time::Instant,
+    _open: telemetry::ConnectionGuard,
+    _count: OpenCount,
 }
 
 /// One HTTP/2 connection: the handle to open streams on it, and whether its
@@ -267,26 +285,31 @@ impl Connector {
             });
             Ok(Conn::H2(Arc::new(H2Conn { tx, closed })))
         } else {
-            let io = TokioIo::new(tls);
-            let (tx, conn) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(|e| TransportError::from_hyper(host, e))?;
-            tokio::spawn(async move {
-                let _open = telemetry::ConnectionGuard::new("http1");
-                let _count = count;
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "http/1.1 connection ended");
-                }
-            });
-            Ok(Conn::H1(tx))
+            Ok(Conn::H1(Box::new(H1Stream {
+                conn: Http1Conn::new(tls),
+                idle_since: std::time::Instant::now(),
+                _open: telemetry::ConnectionGuard::new("http1"),
+                _count: count,
+            })))
         }
     }
 }
 
 struct H1Conn {
-    tx: http1::SendRequest<ReqBody>,
+    stream: Box<H1Stream>,
     _slot: OwnedSemaphorePermit,
+}
+
+impl H1Conn {
+    /// Can carry a request: reusable after its last answer and, once idle for
+    /// [`H1_PROBE_AFTER`], not closed by the server since.
+    fn is_open(&mut self) -> bool {
+        if self.stream.idle_since.elapsed() >= H1_PROBE_AFTER {
+            self.stream.conn.is_open()
+        } else {
+            self.stream.conn.is_reusable()
+        }
+    }
 }
 
 #[derive(Default)]
@@ -353,11 +376,7 @@ impl HostPool {
         }
         match self.proto.load(Ordering::Acquire) {
             H2 => self.send_h2(c, req, max_body).await,
-            _ => {
-                let (parts, body) = req.into_parts();
-                self.send_h1(c, Request::from_parts(parts, Full::new(body)), max_body)
-                    .await
-            }
+            _ => self.send_h1(c, req, max_body).await,
         }
     }
 
@@ -378,8 +397,11 @@ impl HostPool {
                 self.h2[0].conn.store(Some(conn));
                 self.proto.store(H2, Ordering::Release);
             }
-            Conn::H1(tx) => {
-                self.idle(H1Conn { tx, _slot: slot });
+            Conn::H1(stream) => {
+                self.idle(H1Conn {
+                    stream,
+                    _slot: slot,
+                });
                 self.proto.store(H1, Ordering::Release);
             }
         }
@@ -468,10 +490,10 @@ impl HostPool {
                 slot.conn.store(Some(conn.clone()));
                 Ok(conn)
             }
-            Conn::H1(tx) => {
+            Conn::H1(stream) => {
                 // The server stopped offering h2: move the host to HTTP/1.1.
                 if let Ok(s) = self.h1_slots.clone().try_acquire_owned() {
-                    self.idle(H1Conn { tx, _slot: s });
+                    self.idle(H1Conn { stream, _slot: s });
                 }
                 self.proto.store(H1, Ordering::Release);
                 Err(TransportError::new(
@@ -485,45 +507,31 @@ impl HostPool {
     async fn send_h1(
         &self,
         c: &Connector,
-        mut req: Request<ReqBody>,
+        req: Request<Bytes>,
         max_body: usize,
     ) -> Result<Response<Bytes>, TransportError> {
-        // HTTP/1.1: `Host` from the absolute URI's authority (requests are
-        // built without it), then the request line in origin form.
-        if !req.headers().contains_key(http::header::HOST) {
-            if let Some(host) = req
-                .uri()
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-            {
-                req.headers_mut().insert(http::header::HOST, host);
-            }
-        }
-        if let Some(pq) = req.uri().path_and_query().cloned() {
-            *req.uri_mut() = http::Uri::from(pq);
-        }
         let mut conn = self.checkout_h1(c).await?;
-        if conn.tx.ready().await.is_err() {
-            // Died between checkout and use: one fresh connection instead.
-            drop(conn);
-            conn = self.connect_h1(c).await?;
-        }
-        let resp = match conn.tx.try_send_request(req).await {
+        let fresh = conn.stream.conn.exchanges() == 0;
+        let resp = match conn.stream.conn.send(&req, max_body).await {
             Ok(r) => r,
-            Err(mut e) => match e.take_message() {
-                Some(req) => {
-                    drop(conn);
-                    conn = self.connect_h1(c).await?;
-                    conn.tx
-                        .send_request(req)
-                        .await
-                        .map_err(|e| TransportError::from_hyper(&self.host, e))?
-                }
-                None => return Err(TransportError::from_hyper(&self.host, e.into_error())),
-            },
+            // A reused connection the server had closed (its keep-alive ran
+            // out) fails before any byte of the answer: once more on a fresh
+            // connection. Anything else is the request's outcome.
+            Err(Http1Error::Io {
+                unanswered: true, ..
+            }) if !fresh => {
+                drop(conn);
+                conn = self.connect_h1(c).await?;
+                conn.stream
+                    .conn
+                    .send(&req, max_body)
+                    .await
+                    .map_err(|e| h1_error(&self.host, e))?
+            }
+            Err(e) => return Err(h1_error(&self.host, e)),
         };
-        let resp = read_body(&self.host, resp, max_body).await?;
-        if !conn.tx.is_closed() {
+        if conn.stream.conn.is_reusable() {
+            conn.stream.idle_since = std::time::Instant::now();
             self.idle(conn);
         }
         Ok(resp)
@@ -565,7 +573,10 @@ impl HostPool {
         slot: OwnedSemaphorePermit,
     ) -> Result<H1Conn, TransportError> {
         match c.connect(&self.host, self.port).await? {
-            Conn::H1(tx) => Ok(H1Conn { tx, _slot: slot }),
+            Conn::H1(stream) => Ok(H1Conn {
+                stream,
+                _slot: slot,
+            }),
             Conn::H2(conn) => {
                 // The server now offers h2: move the host over.
                 self.h2[0].conn.store(Some(conn));
@@ -579,8 +590,8 @@ impl HostPool {
     }
 
     fn pop_idle(&self) -> Option<H1Conn> {
-        while let Some(conn) = self.h1_idle.pop() {
-            if !conn.tx.is_closed() {
+        while let Some(mut conn) = self.h1_idle.pop() {
+            if conn.is_open() {
                 return Some(conn);
             }
             // Closed by the server while idle: dropping it frees its slot.
@@ -617,17 +628,24 @@ fn closed(_: tokio::sync::AcquireError) -> TransportError {
     )
 }
 
-async fn read_body(
-    host: &str,
-    resp: Response<Incoming>,
-    max_body: usize,
-) -> Result<Response<Bytes>, TransportError> {
-    let (parts, body) = resp.into_parts();
-    let body = Limited::new(body, max_body).collect().await.map_err(|e| {
-        TransportError::new(
+/// The transport error for a failed HTTP/1.1 exchange.
+fn h1_error(host: &str, e: Http1Error) -> TransportError {
+    match e {
+        Http1Error::Request(m) => TransportError::new(
             TransportErrorKind::Protocol,
-            format!("reading the answer from {host}: {e}"),
-        )
-    })?;
-    Ok(Response::from_parts(parts, body.to_bytes()))
+            format!("HTTP/1.1 request to {host}: {m}"),
+        ),
+        Http1Error::Io { message, tls, .. } => TransportError::new(
+            if tls {
+                TransportErrorKind::Tls
+            } else {
+                TransportErrorKind::Broken
+            },
+            format!("HTTP/1.1 exchange with {host}: {message}"),
+        ),
+        Http1Error::Protocol(m) => TransportError::new(
+            TransportErrorKind::Protocol,
+            format!("HTTP/1.1 answer from {host}: {m}"),
+        ),
+    }
 }
