@@ -526,18 +526,9 @@ impl Ctx {
 }
 
 /// Appends `n` in decimal (without the formatting machinery).
-fn push_decimal(s: &mut String, mut n: u64) {
+fn push_decimal(s: &mut String, n: u64) {
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &buf[i..] {
+    for &d in crate::util::decimal(n, &mut buf) {
         s.push(char::from(d));
     }
 }

@@ -115,7 +115,7 @@ pub(crate) fn encode_request(req: &Request<Bytes>, out: &mut Vec<u8>) -> Result<
     if !body.is_empty() || req.method() == http::Method::POST {
         out.extend_from_slice(b"content-length: ");
         let mut digits = [0u8; 20];
-        out.extend_from_slice(decimal(body.len(), &mut digits));
+        out.extend_from_slice(crate::util::decimal(body.len() as u64, &mut digits));
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -284,19 +284,6 @@ pub(crate) fn decode_chunked(
             return Err(bad("chunk not followed by CRLF"));
         }
         pos += 2;
-    }
-}
-
-/// `n` in decimal, written into the end of `buf`.
-fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
     }
 }
 
