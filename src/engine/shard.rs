@@ -12,13 +12,12 @@
 //!   end at once with their last (retryable) outcome.
 
 use std::collections::HashMap;
-
-use foldhash::fast::RandomState;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use foldhash::fast::RandomState;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 

@@ -356,14 +356,8 @@ impl<S: AsyncRead + tokio::io::AsyncWrite + Unpin> Http1Conn<S> {
         self.reusable = false;
         self.wbuf.clear();
         encode_request(req, &mut self.wbuf)?;
-        let unsent = |e: std::io::Error| match io_error("writing the request", e) {
-            Http1Error::Io { message, tls, .. } => Http1Error::Io {
-                message,
-                tls,
-                unanswered: true,
-            },
-            other => other,
-        };
+        // Not written: the server cannot have acted on it.
+        let unsent = |e| io_error("writing the request", e, true);
         self.io.write_all(&self.wbuf).await.map_err(unsent)?;
         self.io.flush().await.map_err(unsent)?;
         if self.wbuf.capacity() > 64 * 1024 {
@@ -445,7 +439,7 @@ impl<S: AsyncRead + tokio::io::AsyncWrite + Unpin> Http1Conn<S> {
         self.io
             .read_buf(&mut self.rbuf)
             .await
-            .map_err(|e| io_error("reading the answer", e))
+            .map_err(|e| io_error("reading the answer", e, false))
     }
 }
 
@@ -457,12 +451,12 @@ fn closed_in_body() -> Http1Error {
     }
 }
 
-fn io_error(doing: &str, e: std::io::Error) -> Http1Error {
+fn io_error(doing: &str, e: std::io::Error, unanswered: bool) -> Http1Error {
     let tls = e.get_ref().is_some_and(|i| i.is::<rustls::Error>());
     Http1Error::Io {
         message: format!("{doing}: {e}"),
         tls,
-        unanswered: false,
+        unanswered,
     }
 }
 
