@@ -7,13 +7,16 @@
 //! - [`resolve`] holds curl-style resolve overrides;
 //! - `pool`: per-host HTTP/2 multi-connection and HTTP/1.1 keep-alive pools;
 //! - `http1`: HTTP/1.1 on one connection (sans-IO head codec, chunked decoding,
-//!   and the exchange driven by the request's own future).
+//!   and the exchange driven by the request's own future);
+//! - `http2`: HTTP/2 on one connection (sans-IO frames, HPACK and connection
+//!   state, and one IO task per connection).
 //!
 //! Every wait is bounded: resolve+connect, the TLS handshake, and the request
 //! (waiting for a pooled connection, sending, reading the answer) each have a
 //! timeout. The number of hosts with pools is capped too.
 
 mod http1;
+mod http2;
 mod pool;
 pub mod resolve;
 pub mod tls;
@@ -167,29 +170,6 @@ impl TransportError {
             TransportErrorKind::Connect
         };
         TransportError::new(kind, format!("TLS handshake with {host}: {e}"))
-    }
-
-    /// An HTTP/2 failure. `mid_request` tells a connection that broke under a
-    /// request (`Broken`: the host was reachable) from one that never came up.
-    fn from_h2(host: &str, e: h2::Error, mid_request: bool) -> Self {
-        let io_lost = if mid_request {
-            TransportErrorKind::Broken
-        } else {
-            TransportErrorKind::Connect
-        };
-        let kind = if let Some(io) = e.get_io() {
-            if io.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
-                TransportErrorKind::Tls
-            } else {
-                io_lost
-            }
-        } else if e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR) {
-            // The server closed the connection gracefully under this stream.
-            io_lost
-        } else {
-            TransportErrorKind::Protocol
-        };
-        TransportError::new(kind, format!("HTTP/2 exchange with {host}: {e}"))
     }
 
     /// The outcome this failure maps to.

@@ -8,11 +8,12 @@
 //!   multiplexed connection; requests go round-robin over the slots. One h2
 //!   connection stops at the server's `SETTINGS_MAX_CONCURRENT_STREAMS`, so
 //!   several are needed to fan out wider (hyper's legacy client keeps only one).
-//!   HTTP/2 is spoken with the `h2` crate directly, not through hyper: hyper's
-//!   HTTP/2 client spawns a task and two channels per request, which was the
-//!   largest single cost on the hot path (see docs/BENCHMARKS.md). Here the
-//!   caller's own future drives its stream; one task per connection drives the
-//!   connection and its keep-alive PINGs.
+//!   HTTP/2 is spoken by [`super::http2`], a lean client for this exchange
+//!   (neither hyper's client nor the `h2` crate: see docs/BENCHMARKS.md). The
+//!   caller encodes its request into the connection; one task per connection
+//!   reads and writes the socket and sends keep-alive PINGs. A request the
+//!   server did not act on (refused stream, above a GOAWAY's last stream, or
+//!   never sent) is sent once more, on a fresh connection if the slot's closed.
 //! - **HTTP/1.1**: a bounded set of keep-alive connections, each carrying one
 //!   request at a time, spoken by [`super::http1`] inside the request's own
 //!   future (no connection task). A connection owns a semaphore permit for its
@@ -26,7 +27,7 @@
 //! answers are read to the end (bounded) before a connection goes back to the
 //! idle list.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use super::http1::{Http1Conn, Http1Error};
+use super::http2::{self, Http2Conn};
 use super::resolve::resolve;
 use super::{HttpPolicy, TransportConfig, TransportError, TransportErrorKind};
 use crate::telemetry;
@@ -57,17 +59,12 @@ const UNKNOWN: u8 = 0;
 const H1: u8 = 1;
 const H2: u8 = 2;
 
-/// Interval of HTTP/2 keep-alive PINGs.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
-/// A PING not answered within this closes the connection.
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A freshly opened connection, as ALPN decided.
 enum Conn {
     /// Boxed: a TLS stream is over a kilobyte, and idle connections move in
     /// and out of the idle queue on every request.
     H1(Box<H1Stream>),
-    H2(Arc<H2Conn>),
+    H2(Arc<Http2Conn>),
 }
 
 /// One open HTTP/1.1 connection and what it counts while it lives.
@@ -77,19 +74,6 @@ struct H1Stream {
     idle_since: std::time::Instant,
     _open: telemetry::ConnectionGuard,
     _count: OpenCount,
-}
-
-/// One HTTP/2 connection: the handle to open streams on it, and whether its
-/// driving task has ended.
-pub(crate) struct H2Conn {
-    tx: h2::client::SendRequest<Bytes>,
-    closed: Arc<AtomicBool>,
-}
-
-impl H2Conn {
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
 }
 
 /// Opens TCP + TLS connections (hyper-rustls over [`TcpConnect`]) and runs
@@ -258,32 +242,11 @@ impl Connector {
         }
         let count = OpenCount::new(&self.open);
         if h2 {
-            let (tx, mut conn) = h2::client::Builder::new()
-                .enable_push(false)
-                .initial_window_size(1 << 20)
-                .initial_connection_window_size(4 << 20)
-                .handshake::<_, Bytes>(tls)
-                .await
-                .map_err(|e| TransportError::from_h2(host, e, false))?;
-            let closed = Arc::new(AtomicBool::new(false));
-            let flag = closed.clone();
-            tokio::spawn(async move {
-                let _open = telemetry::ConnectionGuard::new("h2");
-                let _count = count;
-                let ping = conn.ping_pong();
-                let ended = match ping {
-                    Some(p) => tokio::select! {
-                        r = &mut conn => r.map_err(|e| e.to_string()),
-                        e = keep_alive(p) => Err(e),
-                    },
-                    None => conn.await.map_err(|e| e.to_string()),
-                };
-                flag.store(true, Ordering::Release);
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, "h2 connection ended");
-                }
-            });
-            Ok(Conn::H2(Arc::new(H2Conn { tx, closed })))
+            let cfg = http2::Config {
+                max_body: cfg.max_response_body,
+            };
+            let guards = (telemetry::ConnectionGuard::new("h2"), count);
+            Ok(Conn::H2(Arc::new(Http2Conn::start(tls, cfg, guards))))
         } else {
             Ok(Conn::H1(Box::new(H1Stream {
                 conn: Http1Conn::new(tls),
@@ -314,7 +277,7 @@ impl H1Conn {
 
 #[derive(Default)]
 struct H2Slot {
-    conn: ArcSwapOption<H2Conn>,
+    conn: ArcSwapOption<Http2Conn>,
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -375,7 +338,7 @@ impl HostPool {
             self.probe(c).await?;
         }
         match self.proto.load(Ordering::Acquire) {
-            H2 => self.send_h2(c, req, max_body).await,
+            H2 => self.send_h2(c, req).await,
             _ => self.send_h1(c, req, max_body).await,
         }
     }
@@ -412,64 +375,36 @@ impl HostPool {
         &self,
         c: &Connector,
         req: Request<Bytes>,
-        max_body: usize,
     ) -> Result<Response<Bytes>, TransportError> {
-        // HTTP/2 carries the authority in `:authority`, from the absolute URI
-        // (requests come without `Host`; see `send_h1`).
-        let (parts, body) = req.into_parts();
-        let head = Request::from_parts(parts, ());
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.h2.len();
         let slot = &self.h2[i];
-        let conn = match slot.conn.load_full() {
-            Some(conn) if !conn.is_closed() => conn,
-            _ => self.connect_slot(c, slot).await?,
-        };
-        // A fresh clone of the handle is ready at once unless the connection
-        // failed; h2 then queues streams beyond the server's concurrency limit
-        // (the engine bounds how many wait).
-        let mut tx = match conn.tx.clone().ready().await {
-            Ok(tx) => tx,
-            Err(_) => {
-                // Nothing was written: the connection was gone. Once on a new one.
-                conn.closed.store(true, Ordering::Release);
-                let conn = self.connect_slot(c, slot).await?;
-                let ready = conn.tx.clone().ready().await;
-                ready.map_err(|e| TransportError::from_h2(&self.host, e, true))?
+        let conn = self.h2_conn(c, slot).await?;
+        match conn.send(req).await {
+            Ok(r) => Ok(r),
+            // The server did not act on it: once more, on this slot's
+            // connection or, if that one closed, a fresh one.
+            Err(http2::Failure {
+                unprocessed: Some(req),
+                ..
+            }) => {
+                drop(conn);
+                let conn = self.h2_conn(c, slot).await?;
+                conn.send(*req).await.map_err(|f| h2_error(&self.host, f))
             }
-        };
-        let (response, mut stream) = tx
-            .send_request(head, body.is_empty())
-            .map_err(|e| TransportError::from_h2(&self.host, e, true))?;
-        if !body.is_empty() {
-            stream
-                .send_data(body, true)
-                .map_err(|e| TransportError::from_h2(&self.host, e, true))?;
+            Err(f) => Err(h2_error(&self.host, f)),
         }
-        let resp = response
-            .await
-            .map_err(|e| TransportError::from_h2(&self.host, e, true))?;
-        let (parts, mut recv) = resp.into_parts();
-        let mut buf = bytes::BytesMut::new();
-        while !recv.is_end_stream() {
-            match recv.data().await {
-                Some(Ok(chunk)) => {
-                    let _ = recv.flow_control().release_capacity(chunk.len());
-                    if buf.len() + chunk.len() > max_body {
-                        return Err(TransportError::new(
-                            TransportErrorKind::Protocol,
-                            format!(
-                                "reading the answer from {}: body longer than {max_body} bytes",
-                                self.host
-                            ),
-                        ));
-                    }
-                    buf.extend_from_slice(&chunk);
-                }
-                Some(Err(e)) => return Err(TransportError::from_h2(&self.host, e, true)),
-                None => break,
-            }
+    }
+
+    /// The slot's connection, (re)connected if it is missing or closed.
+    async fn h2_conn(
+        &self,
+        c: &Connector,
+        slot: &H2Slot,
+    ) -> Result<Arc<Http2Conn>, TransportError> {
+        match slot.conn.load_full() {
+            Some(conn) if !conn.is_closed() => Ok(conn),
+            _ => self.connect_slot(c, slot).await,
         }
-        Ok(Response::from_parts(parts, buf.freeze()))
     }
 
     /// Replaces a slot's dead connection; one task per slot connects at a time.
@@ -477,7 +412,7 @@ impl HostPool {
         &self,
         c: &Connector,
         slot: &H2Slot,
-    ) -> Result<Arc<H2Conn>, TransportError> {
+    ) -> Result<Arc<Http2Conn>, TransportError> {
         let _one = slot.connecting.lock().await;
         if let Some(conn) = slot.conn.load_full() {
             if !conn.is_closed() {
@@ -608,19 +543,6 @@ impl HostPool {
     }
 }
 
-/// Sends a PING every [`H2_PING_INTERVAL`]; returns (so the connection is
-/// dropped) when one is not answered within [`H2_PING_TIMEOUT`] or fails.
-async fn keep_alive(mut p: h2::PingPong) -> String {
-    loop {
-        tokio::time::sleep(H2_PING_INTERVAL).await;
-        match tokio::time::timeout(H2_PING_TIMEOUT, p.ping(h2::Ping::opaque())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return format!("keep-alive PING failed: {e}"),
-            Err(_) => return format!("keep-alive PING unanswered for {H2_PING_TIMEOUT:?}"),
-        }
-    }
-}
-
 fn closed(_: tokio::sync::AcquireError) -> TransportError {
     TransportError::new(
         TransportErrorKind::Protocol,
@@ -648,4 +570,12 @@ fn h1_error(host: &str, e: Http1Error) -> TransportError {
             format!("HTTP/1.1 answer from {host}: {m}"),
         ),
     }
+}
+
+/// The transport error for a failed HTTP/2 exchange.
+fn h2_error(host: &str, f: http2::Failure) -> TransportError {
+    TransportError::new(
+        f.kind,
+        format!("HTTP/2 exchange with {host}: {}", f.message),
+    )
 }
