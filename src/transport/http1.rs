@@ -452,7 +452,7 @@ fn closed_in_body() -> Http1Error {
 }
 
 fn io_error(doing: &str, e: std::io::Error, unanswered: bool) -> Http1Error {
-    let tls = e.get_ref().is_some_and(|i| i.is::<rustls::Error>());
+    let tls = super::is_tls_error(&e);
     Http1Error::Io {
         message: format!("{doing}: {e}"),
         tls,

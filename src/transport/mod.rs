@@ -184,6 +184,11 @@ impl TransportError {
     }
 }
 
+/// An IO error of a TLS stream that rustls raised (as opposed to the socket).
+pub(crate) fn is_tls_error(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<rustls::Error>())
+}
+
 /// The transport could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportBuildError {

@@ -197,8 +197,8 @@ struct Driver<S, G> {
 impl<S: AsyncRead + AsyncWrite + Unpin, G> Driver<S, G> {
     /// Ends every exchange with `message` and stops.
     fn fail(&mut self, kind: TransportErrorKind, message: &str) -> Poll<()> {
+        // Failing the connection also marks it closed (see `Shared::run`).
         self.shared.run(|c| c.fail(kind, message), false);
-        self.shared.closed.store(true, Ordering::Release);
         self.done = true;
         Poll::Ready(())
     }
@@ -261,8 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, G> Driver<S, G> {
 }
 
 fn io_failure(doing: &str, e: &std::io::Error) -> (TransportErrorKind, String) {
-    let tls = e.get_ref().is_some_and(|i| i.is::<rustls::Error>());
-    let kind = if tls {
+    let kind = if crate::transport::is_tls_error(e) {
         TransportErrorKind::Tls
     } else {
         TransportErrorKind::Broken
@@ -340,7 +339,6 @@ impl<S, G> Drop for Driver<S, G> {
             // may wait for an answer that will not come.
             let m = "the connection's task ended";
             self.shared.with(|c| c.fail(TransportErrorKind::Broken, m));
-            self.shared.closed.store(true, Ordering::Release);
         }
     }
 }
