@@ -25,6 +25,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
+use super::literal_cache::LiteralCache;
+
 /// Largest response head (status line and headers) read, in bytes.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Most response headers read.
@@ -123,14 +125,59 @@ pub(crate) fn encode_request(req: &Request<Bytes>, out: &mut Vec<u8>) -> Result<
     Ok(())
 }
 
+/// Recently seen response header names and values of one connection, so a
+/// server that repeats them (every server does) costs no validation or
+/// allocation per answer.
+pub(crate) struct HeaderCache {
+    names: LiteralCache<HeaderName>,
+    values: LiteralCache<HeaderValue>,
+}
+
+impl HeaderCache {
+    /// An empty cache.
+    pub(crate) fn new() -> Self {
+        HeaderCache {
+            names: LiteralCache::new(),
+            values: LiteralCache::new(),
+        }
+    }
+
+    fn name(&mut self, raw: &str) -> Result<HeaderName, Http1Error> {
+        if let Some((name, _)) = self.names.get(false, raw.as_bytes()) {
+            return Ok(name);
+        }
+        let name = HeaderName::from_bytes(raw.as_bytes())
+            .map_err(|_| Http1Error::Protocol(format!("bad header name {raw:?}")))?;
+        self.names.put(false, raw.as_bytes(), raw.len(), &name);
+        Ok(name)
+    }
+
+    fn value(&mut self, name: &str, raw: &[u8]) -> Result<HeaderValue, Http1Error> {
+        if let Some((value, _)) = self.values.get(false, raw) {
+            return Ok(value);
+        }
+        let value = HeaderValue::from_bytes(raw)
+            .map_err(|_| Http1Error::Protocol(format!("bad value of header {name}")))?;
+        self.values.put(false, raw, raw.len(), &value);
+        Ok(value)
+    }
+}
+
 /// Parses a response head from the start of `buf`: `Ok(None)` when more bytes
-/// are needed. Informational (1xx) answers are skipped.
-pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Http1Error> {
+/// are needed. Informational (1xx) answers are skipped. Names and values come
+/// from (and go into) `cache`.
+pub(crate) fn parse_head(buf: &[u8], cache: &mut HeaderCache) -> Result<Option<Head>, Http1Error> {
     let mut start = 0;
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut r = httparse::Response::new(&mut headers);
-        let len = match r.parse(&buf[start..]) {
+        let mut headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut r = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut r,
+            &buf[start..],
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
                 if buf.len() > MAX_HEAD {
@@ -165,10 +212,8 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Http1Error> {
         let mut transfer_encoding = false;
         let mut close = http10;
         for h in r.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| Http1Error::Protocol(format!("bad header name {:?}", h.name)))?;
-            let value = HeaderValue::from_bytes(h.value)
-                .map_err(|_| Http1Error::Protocol(format!("bad value of header {}", h.name)))?;
+            let name = cache.name(h.name)?;
+            let value = cache.value(h.name, h.value)?;
             if name == http::header::CONTENT_LENGTH {
                 let n = std::str::from_utf8(h.value)
                     .ok()
@@ -300,6 +345,8 @@ pub(crate) struct Http1Conn<S> {
     reusable: bool,
     /// Exchanges completed on this connection.
     exchanges: u64,
+    /// Header names and values this server sent recently.
+    headers: HeaderCache,
 }
 
 impl<S: AsyncRead + tokio::io::AsyncWrite + Unpin> Http1Conn<S> {
@@ -311,6 +358,7 @@ impl<S: AsyncRead + tokio::io::AsyncWrite + Unpin> Http1Conn<S> {
             wbuf: Vec::with_capacity(1024),
             reusable: true,
             exchanges: 0,
+            headers: HeaderCache::new(),
         }
     }
 
@@ -365,8 +413,11 @@ impl<S: AsyncRead + tokio::io::AsyncWrite + Unpin> Http1Conn<S> {
         }
         self.rbuf.clear();
         let head = loop {
-            if let Some(head) = parse_head(&self.rbuf)? {
-                break head;
+            // Nothing to parse before the first read.
+            if !self.rbuf.is_empty() {
+                if let Some(head) = parse_head(&self.rbuf, &mut self.headers)? {
+                    break head;
+                }
             }
             if self.read_more().await? == 0 {
                 let unanswered = self.rbuf.is_empty();
@@ -465,7 +516,9 @@ mod tests {
     use super::*;
 
     fn head(text: &str) -> Head {
-        parse_head(text.as_bytes()).unwrap().unwrap()
+        parse_head(text.as_bytes(), &mut HeaderCache::new())
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
@@ -526,35 +579,72 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_header_cache_gives_each_head_its_own_fields() {
+        let mut cache = HeaderCache::new();
+        let a = "HTTP/1.1 200 OK\r\nX-WNS-Status: received\r\nX-WNS-Msg-ID: 1\r\nContent-Length: 0\r\n\r\n";
+        let b = "HTTP/1.1 200 OK\r\nx-wns-status: dropped\r\nX-WNS-Msg-ID: 22\r\nContent-Length: 0\r\n\r\n";
+        for _ in 0..3 {
+            for (text, status, id) in [(a, "received", "1"), (b, "dropped", "22")] {
+                let h = parse_head(text.as_bytes(), &mut cache).unwrap().unwrap();
+                let got = h.response.headers();
+                assert_eq!(got["x-wns-status"], status);
+                assert_eq!(got["x-wns-msg-id"], id);
+                assert_eq!(got.len(), 3);
+            }
+        }
+        // A bad value is refused even when the name is cached.
+        let bad = "HTTP/1.1 200 OK\r\nX-WNS-Status: re\x01ceived\r\n\r\n";
+        assert!(parse_head(bad.as_bytes(), &mut cache).is_err());
+    }
+
+    #[test]
     fn informational_answers_are_skipped() {
         let text = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 410 Gone\r\nContent-Length: 0\r\n\r\n";
         let h = head(text);
         assert_eq!(h.response.status(), 410);
         assert_eq!(h.len, text.len());
-        assert!(parse_head(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err());
+        assert!(parse_head(
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            &mut HeaderCache::new()
+        )
+        .is_err());
     }
 
     #[test]
     fn partial_bad_and_oversized_heads() {
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nX-A: b\r\n")
-            .unwrap()
-            .is_none());
-        assert!(parse_head(b"").unwrap().is_none());
-        assert!(parse_head(b"HTTX/1.1 200 OK\r\n\r\n").is_err());
         assert!(
-            parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
-                .is_err()
+            parse_head(b"HTTP/1.1 200 OK\r\nX-A: b\r\n", &mut HeaderCache::new())
+                .unwrap()
+                .is_none()
         );
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").is_err());
+        assert!(parse_head(b"", &mut HeaderCache::new()).unwrap().is_none());
+        assert!(parse_head(b"HTTX/1.1 200 OK\r\n\r\n", &mut HeaderCache::new()).is_err());
+        assert!(parse_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            &mut HeaderCache::new()
+        )
+        .is_err());
+        assert!(parse_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            &mut HeaderCache::new()
+        )
+        .is_err());
         let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
         while big.len() <= MAX_HEAD {
             big.extend_from_slice(
                 b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
             );
         }
-        assert!(parse_head(&big).is_err(), "an endless head is an error");
+        assert!(
+            parse_head(&big, &mut HeaderCache::new()).is_err(),
+            "an endless head is an error"
+        );
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert!(parse_head(format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_bytes()).is_err());
+        assert!(parse_head(
+            format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_bytes(),
+            &mut HeaderCache::new()
+        )
+        .is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 
 mod http1;
 mod http2;
+mod literal_cache;
 mod pool;
 pub mod resolve;
 pub mod tls;
