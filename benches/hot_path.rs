@@ -13,6 +13,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -21,7 +22,7 @@ use fleetwake::campaign::dedupe::{ChannelKey, ChannelState, ChannelTable};
 use fleetwake::emulator::EmulatorConfig;
 use fleetwake::engine::{shard_of, PfnLimiter, TokenCache};
 use fleetwake::telemetry::TenantMetrics;
-use fleetwake::transport::{Transport, TransportConfig};
+use fleetwake::transport::{codec_bench, Transport, TransportConfig};
 use fleetwake::wns::credentials::parse_token_response;
 use fleetwake::wns::{
     bearer, build_push, build_push_with_auth, classify, ChannelUri, CorrelationVector, Outcome,
@@ -31,11 +32,17 @@ use fleetwake::{Credentials, Engine, Notification, RateLimit, TenantConfig};
 
 const CHANNEL: &str = "https://db5p.notify.windows.com/?token=AwYAAAB2%2bHvT0rEd6kSXy1f5rpP8a1XhJn1yPp0xQq9nA3yX%2fk7zQk5d1bQYkJ1nFv0Y%3d";
 
-fn request(c: &mut Criterion) {
+/// The bench channel, a token, and its `Authorization` value.
+fn channel_and_token() -> (ChannelUri, Secret, HeaderValue) {
     let channel = ChannelUri::parse(CHANNEL).expect("valid channel");
     let token =
         Secret::new("EgAaAQMAAAAEgAAACoAAx0bXKkN0r8ngwJmFWYh4lF2mtn9vm7u4vP9CkE2F0o0yYdQ3Lw");
     let auth = bearer(&token).expect("valid token");
+    (channel, token, auth)
+}
+
+fn request(c: &mut Criterion) {
+    let (channel, token, auth) = channel_and_token();
     let payload = Payload::wake();
     let options = PushOptions::default();
     let mut g = c.benchmark_group("request");
@@ -177,8 +184,55 @@ fn limiter_and_coalescer(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("sharding");
     g.throughput(Throughput::Elements(1));
-    g.throughput(Throughput::Elements(1));
     g.bench_function("shard_of", |b| b.iter(|| shard_of(black_box(CHANNEL), 4)));
+    g.finish();
+}
+
+/// The transport's sans-IO codecs in their steady state (one connection's
+/// caches and HPACK tables warm): encoding a push, reading nginx's answer.
+fn codecs(c: &mut Criterion) {
+    let (channel, _, auth) = channel_and_token();
+    let cv = CorrelationVector::new();
+    let push = build_push_with_auth(
+        &channel,
+        &auth,
+        &Payload::wake(),
+        &PushOptions::default(),
+        &cv,
+    )
+    .expect("request");
+    let head: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\
+        Date: Tue, 01 Dec 2026 03:37:54 GMT\r\nContent-Type: text/plain\r\n\
+        Content-Length: 0\r\nConnection: keep-alive\r\nX-WNS-Status: received\r\n\
+        X-WNS-NotificationStatus: received\r\nX-WNS-Msg-ID: 1A2B3C4D5E6F7081\r\n\r\n";
+    let block = codec_bench::nginx_like_answer_block();
+
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Elements(1));
+    let mut heads = codec_bench::Http1Heads::default();
+    assert_eq!(heads.parse(head), Some((head.len(), 8)));
+    g.bench_function("http1_parse_nginx_answer_head", |b| {
+        b.iter(|| heads.parse(black_box(head)))
+    });
+    let mut out = Vec::with_capacity(1024);
+    g.bench_function("http1_encode_push", |b| {
+        b.iter(|| {
+            out.clear();
+            codec_bench::http1_encode(black_box(&push), &mut out)
+        })
+    });
+    let mut hpack = codec_bench::Hpack::default();
+    assert_eq!(hpack.decode(&block), Some(7));
+    g.bench_function("hpack_decode_nginx_answer", |b| {
+        b.iter(|| hpack.decode(black_box(&block)))
+    });
+    let mut dst = BytesMut::with_capacity(1024);
+    g.bench_function("hpack_encode_push", |b| {
+        b.iter(|| {
+            dst.clear();
+            hpack.encode_request(black_box(&push), &mut dst)
+        })
+    });
     g.finish();
 }
 
@@ -268,6 +322,7 @@ criterion_group!(
     classify_bench,
     token,
     limiter_and_coalescer,
+    codecs,
     end_to_end
 );
 criterion_main!(benches);

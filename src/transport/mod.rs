@@ -10,11 +10,16 @@
 //!   and the exchange driven by the request's own future);
 //! - `http2`: HTTP/2 on one connection (sans-IO frames, HPACK and connection
 //!   state, and one IO task per connection).
+//! - `literal_cache`: recently decoded header names and values, per connection,
+//!   for both protocols;
+//! - `codec_bench` (hidden): the sans-IO codecs, reachable from `benches/`.
 //!
 //! Every wait is bounded: resolve+connect, the TLS handshake, and the request
 //! (waiting for a pooled connection, sending, reading the answer) each have a
 //! timeout. The number of hosts with pools is capped too.
 
+#[doc(hidden)]
+pub mod codec_bench;
 mod http1;
 mod http2;
 mod literal_cache;

@@ -161,6 +161,8 @@ pub(crate) struct Connection {
     goaway: Option<u32>,
     /// Why the connection failed, once it has.
     failed: Option<(TransportErrorKind, String)>,
+    /// The server acknowledged our SETTINGS.
+    settings_acked: bool,
     /// Our keep-alive PING awaiting its ACK.
     ping: Option<[u8; 8]>,
     pings_sent: u64,
@@ -209,6 +211,7 @@ impl Connection {
             partial: None,
             goaway: None,
             failed: None,
+            settings_acked: false,
             ping: None,
             pings_sent: 0,
             abandoned: false,
@@ -348,6 +351,23 @@ impl Connection {
     /// A PING was sent and not acknowledged yet.
     pub(crate) fn ping_outstanding(&self) -> bool {
         self.ping.is_some()
+    }
+
+    /// Our SETTINGS are not acknowledged yet.
+    pub(crate) fn settings_pending(&self) -> bool {
+        !self.settings_acked
+    }
+
+    /// The server did not acknowledge our SETTINGS within `after`: queues
+    /// GOAWAY (SETTINGS_TIMEOUT, RFC 9113 §6.5.3) and fails the connection
+    /// (requests not sent yet come back unprocessed).
+    pub(crate) fn settings_timed_out(&mut self, after: std::time::Duration) {
+        if self.failed.is_some() {
+            return;
+        }
+        frame::put_goaway(&mut self.out, 0, Reason::SETTINGS_TIMEOUT);
+        let m = format!("the server did not acknowledge our SETTINGS within {after:?}");
+        self.fail(TransportErrorKind::Timeout, &m);
     }
 
     /// Queues a GOAWAY (NO_ERROR) before an orderly close.
@@ -617,6 +637,7 @@ impl Connection {
             if head.len != 0 {
                 self.conn_error(Reason::FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
             }
+            self.settings_acked = true;
             return;
         }
         let values = match frame::settings(payload) {

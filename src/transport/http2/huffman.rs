@@ -177,8 +177,8 @@ pub(crate) fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<(), HpackError> {
     }
 }
 
-/// Huffman-encodes `src`, appending to `dst` (tests only: the encoder sends raw strings).
-#[cfg(test)]
+/// Huffman-encodes `src`, appending to `dst` (tests and `codec_bench` only: the encoder
+/// sends raw strings).
 pub(crate) fn encode(src: &[u8], dst: &mut Vec<u8>) {
     let mut acc: u64 = 0;
     let mut bits = 0u32;

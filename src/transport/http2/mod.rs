@@ -17,12 +17,14 @@
 //!
 //! Invariants: the lock is never held across an await or a wake; the driver
 //! writes everything the connection queued before it closes; when the driver
-//! ends for any reason, every exchange still waiting ends with an error.
+//! ends for any reason, every exchange still waiting ends with an error; a
+//! server that leaves our SETTINGS unacknowledged for [`SETTINGS_TIMEOUT`], or
+//! a keep-alive PING unanswered for [`PING_TIMEOUT`], fails the connection.
 
 pub(crate) mod conn;
 pub(crate) mod frame;
 pub(crate) mod hpack;
-mod huffman;
+pub(crate) mod huffman;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,6 +47,8 @@ use crate::transport::TransportErrorKind;
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// A PING not answered within this fails the connection.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Our SETTINGS not acknowledged within this fail the connection.
+const SETTINGS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rounds of reading and writing in one poll of the driver before it yields.
 const DRIVER_BUDGET: u32 = 32;
 /// Bytes asked of the socket in one read.
@@ -115,7 +119,8 @@ impl Http2Conn {
             io,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(16 * 1024),
-            timer: Box::pin(tokio::time::sleep(PING_INTERVAL)),
+            timer: Box::pin(tokio::time::sleep(SETTINGS_TIMEOUT)),
+            awaiting_settings: true,
             awaiting_pong: false,
             unflushed: false,
             done: false,
@@ -186,6 +191,8 @@ struct Driver<S, G> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// The timer runs to the deadline for the SETTINGS acknowledgement.
+    awaiting_settings: bool,
     /// A PING is out and the timer runs to its deadline.
     awaiting_pong: bool,
     /// Bytes were written and not flushed yet (TLS may hold them).
@@ -239,9 +246,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin, G> Driver<S, G> {
         }
     }
 
-    /// The keep-alive timer fired: send a PING, or fail if the last went unanswered.
+    /// The timer fired: check the SETTINGS acknowledgement (once, first), send
+    /// a keep-alive PING, or fail if the last PING went unanswered.
     fn tick(&mut self) -> Option<Poll<()>> {
         let now = tokio::time::Instant::now();
+        if self.awaiting_settings {
+            self.awaiting_settings = false;
+            if self.shared.conn.lock().settings_pending() {
+                // Fails the connection; the loop writes the GOAWAY and ends.
+                self.shared
+                    .run(|c| c.settings_timed_out(SETTINGS_TIMEOUT), false);
+                self.timer.as_mut().reset(now + PING_INTERVAL);
+            } else {
+                self.timer
+                    .as_mut()
+                    .reset(now + PING_INTERVAL.saturating_sub(SETTINGS_TIMEOUT));
+            }
+            return None;
+        }
         if self.awaiting_pong {
             if self.shared.conn.lock().ping_outstanding() {
                 let m = format!("keep-alive PING unanswered for {PING_TIMEOUT:?}");

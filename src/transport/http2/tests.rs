@@ -545,3 +545,67 @@ fn informational_answers_and_trailers() {
     };
     assert_eq!((r.status().as_u16(), &r.body()[..]), (200, &b"a"[..]));
 }
+
+/// The whole client (driver task included) against a scripted server that
+/// sends its SETTINGS, optionally acknowledges ours, and then never answers.
+/// Returns the connection and the server task, which yields every byte read.
+fn scripted_server(ack: bool) -> (super::Http2Conn, tokio::task::JoinHandle<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (client, mut server) = tokio::io::duplex(64 * 1024);
+    let conn = super::Http2Conn::start(client, Config { max_body: 1024 }, ());
+    let task = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut acked = false;
+        let _ = server.write_all(&settings(&[])).await;
+        loop {
+            match server.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if ack && !acked && got.len() >= frame::PREFACE.len() + HEAD_LEN {
+                acked = true;
+                let _ = server
+                    .write_all(&server_frame(kind::SETTINGS, flag::ACK, 0, &[]))
+                    .await;
+            }
+        }
+        got
+    });
+    (conn, task)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_never_acknowledges_our_settings_is_given_up_on() {
+    let (conn, server) = scripted_server(false);
+    let start = tokio::time::Instant::now();
+    let f = conn.send(request(b"wake")).await.unwrap_err();
+    assert_eq!(f.kind, TransportErrorKind::Timeout, "{}", f.message);
+    assert!(f.message.contains("SETTINGS"), "{}", f.message);
+    // Virtual time (paused clock): the deadline is the SETTINGS timeout, not
+    // the keep-alive PING's 30 s.
+    assert_eq!(start.elapsed().as_secs(), super::SETTINGS_TIMEOUT.as_secs());
+    assert!(conn.is_closed());
+    drop(conn);
+    let got = server.await.unwrap();
+    let fs = frames(&got[frame::PREFACE.len()..]);
+    let (head, payload) = fs.last().unwrap();
+    assert_eq!(head.kind, kind::GOAWAY);
+    assert_eq!(payload[4..8], 4u32.to_be_bytes(), "SETTINGS_TIMEOUT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_acknowledged_connection_outlives_the_settings_timeout() {
+    let (conn, server) = scripted_server(true);
+    let send = conn.send(request(b"wake"));
+    // The server never answers; the exchange is still waiting after 25 s
+    // (past the SETTINGS timeout, before the first keep-alive PING).
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(25), send).await;
+    assert!(waited.is_err(), "the exchange ended early: {waited:?}");
+    assert!(!conn.is_closed());
+    drop(conn);
+    let got = server.await.unwrap();
+    let fs = frames(&got[frame::PREFACE.len()..]);
+    assert!(fs.iter().all(|(h, _)| h.kind != kind::PING));
+    assert!(fs.iter().any(|(h, _)| h.kind == kind::HEADERS));
+}
