@@ -1,7 +1,7 @@
-//! The transport's sans-IO codecs, reachable from `benches/` only.
+//! The transport's sans-IO codecs, for `benches/`.
 //!
-//! Not part of the API: hidden from the docs, and free to change with the
-//! codecs. Each type here holds the state one connection would (the HTTP/1.1
+//! Not part of the API: public only so that the benches can reach it, hidden
+//! from the docs, and free to change with the codecs. Each type here holds the state one connection would (the HTTP/1.1
 //! header cache, the HPACK encoder and decoder), so a bench measures the
 //! steady state a long-lived connection sees.
 

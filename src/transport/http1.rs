@@ -592,7 +592,7 @@ mod tests {
                 assert_eq!(got.len(), 3);
             }
         }
-        // A bad value is refused even when the name is cached.
+        // A control octet in a value is an error (httparse's), cache or not.
         let bad = "HTTP/1.1 200 OK\r\nX-WNS-Status: re\x01ceived\r\n\r\n";
         assert!(parse_head(bad.as_bytes(), &mut cache).is_err());
     }

@@ -122,26 +122,28 @@ mod tests {
         let mut c = LiteralCache::new();
         c.put(false, &k[0], 1, &10u32);
         c.put(false, &k[1], 1, &11u32);
-        for _ in 0..3 {
-            assert_eq!(c.get(false, &k[0]), Some((10, 1)));
-            assert_eq!(c.get(false, &k[1]), Some((11, 1)));
-        }
-        // k[1] was used last: k[0] gives way to k[2].
-        c.put(false, &k[2], 1, &12u32);
-        assert_eq!(c.get(false, &k[0]), None);
         assert_eq!(c.get(false, &k[1]), Some((11, 1)));
+        // A hit makes k[0] the most recently used, although k[1] came later:
+        assert_eq!(c.get(false, &k[0]), Some((10, 1)));
+        // so k[1] gives way to k[2].
+        c.put(false, &k[2], 1, &12u32);
+        assert_eq!(c.get(false, &k[1]), None);
+        assert_eq!(c.get(false, &k[0]), Some((10, 1)));
         assert_eq!(c.get(false, &k[2]), Some((12, 1)));
     }
 
     #[test]
     fn hits_match_the_octets_and_the_coding_exactly() {
+        // Keys that land in the set of the entry, so the comparison decides.
+        let k = same_set(2);
         let mut c = LiteralCache::new();
-        c.put(false, b"received", 8, &1u32);
-        assert_eq!(c.get(true, b"received"), None, "Huffman flag differs");
-        assert_eq!(c.get(false, b"receivee"), None);
-        assert_eq!(c.get(false, b"received"), Some((1, 8)));
+        c.put(false, &k[0], 2, &1u32);
+        assert_eq!(c.get(false, &k[1]), None, "other octets, same set");
+        // The coding is part of the key (and of the hash, so it picks another set).
+        assert_eq!(c.get(true, &k[0]), None, "Huffman flag differs");
+        assert_eq!(c.get(false, &k[0]), Some((1, 2)));
         let long = [b'a'; CACHE_MAX_RAW + 1];
-        c.put(false, &long, long.len(), &2u32);
+        c.put(false, &long, long.len(), &3u32);
         assert_eq!(c.get(false, &long), None, "too long to keep");
     }
 }

@@ -12,7 +12,8 @@
 //!   state, and one IO task per connection).
 //! - `literal_cache`: recently decoded header names and values, per connection,
 //!   for both protocols;
-//! - `codec_bench` (hidden): the sans-IO codecs, reachable from `benches/`.
+//! - `codec_bench` (public for the benches, hidden from the docs): the sans-IO
+//!   codecs with one connection's state.
 //!
 //! Every wait is bounded: resolve+connect, the TLS handshake, and the request
 //! (waiting for a pooled connection, sending, reading the answer) each have a

@@ -80,10 +80,10 @@ impl Reason {
     pub(crate) const PROTOCOL_ERROR: Reason = Reason(0x1);
     /// Flow-control limits exceeded.
     pub(crate) const FLOW_CONTROL_ERROR: Reason = Reason(0x3);
-    /// Frame of the wrong size.
-    pub(crate) const FRAME_SIZE_ERROR: Reason = Reason(0x6);
     /// Our SETTINGS were not acknowledged in time.
     pub(crate) const SETTINGS_TIMEOUT: Reason = Reason(0x4);
+    /// Frame of the wrong size.
+    pub(crate) const FRAME_SIZE_ERROR: Reason = Reason(0x6);
     /// The stream was not processed: safe to send again.
     pub(crate) const REFUSED_STREAM: Reason = Reason(0x7);
     /// The stream is no longer needed.

@@ -1,6 +1,6 @@
 //! HPACK Huffman code (RFC 7541 Section 5.2 and Appendix B): the canonical code table and a
-//! table-driven decoder. The encoder side is only needed by tests (the HPACK encoder sends raw
-//! strings), so it is compiled for tests only.
+//! table-driven decoder. The encoder side serves only tests and `codec_bench` (the HPACK encoder
+//! sends raw strings).
 
 use super::hpack::HpackError;
 

@@ -49,6 +49,9 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Our SETTINGS not acknowledged within this fail the connection.
 const SETTINGS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a failed connection's last frames (its GOAWAY) may take to be
+/// written before the driver stops anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Rounds of reading and writing in one poll of the driver before it yields.
 const DRIVER_BUDGET: u32 = 32;
 /// Bytes asked of the socket in one read.
@@ -250,13 +253,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin, G> Driver<S, G> {
     /// a keep-alive PING, or fail if the last PING went unanswered.
     fn tick(&mut self) -> Option<Poll<()>> {
         let now = tokio::time::Instant::now();
+        if self.shared.conn.lock().is_finished() {
+            // Its last frames could not be written within the grace (the
+            // server does not read): stop without them.
+            let m = "the connection was closed";
+            return Some(self.fail(TransportErrorKind::Broken, m));
+        }
         if self.awaiting_settings {
             self.awaiting_settings = false;
             if self.shared.conn.lock().settings_pending() {
-                // Fails the connection; the loop writes the GOAWAY and ends.
+                // Fails the connection; the loop writes the GOAWAY and ends,
+                // or the next tick ends it after the grace.
                 self.shared
                     .run(|c| c.settings_timed_out(SETTINGS_TIMEOUT), false);
-                self.timer.as_mut().reset(now + PING_INTERVAL);
+                self.timer.as_mut().reset(now + CLOSE_GRACE);
             } else {
                 self.timer
                     .as_mut()

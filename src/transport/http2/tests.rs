@@ -603,9 +603,35 @@ async fn an_acknowledged_connection_outlives_the_settings_timeout() {
     let waited = tokio::time::timeout(std::time::Duration::from_secs(25), send).await;
     assert!(waited.is_err(), "the exchange ended early: {waited:?}");
     assert!(!conn.is_closed());
+    // The first keep-alive PING goes out 30 s after the start.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    assert!(!conn.is_closed());
     drop(conn);
     let got = server.await.unwrap();
     let fs = frames(&got[frame::PREFACE.len()..]);
-    assert!(fs.iter().all(|(h, _)| h.kind != kind::PING));
+    let pings: Vec<_> = fs.iter().filter(|(h, _)| h.kind == kind::PING).collect();
+    assert_eq!(pings.len(), 1, "one PING by 31 s");
+    assert!(!pings[0].0.has(flag::ACK));
     assert!(fs.iter().any(|(h, _)| h.kind == kind::HEADERS));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_connection_whose_server_does_not_read_ends_after_the_grace() {
+    // The server neither reads nor acknowledges: past the first 64 octets
+    // nothing can be written, our GOAWAY included.
+    let (client, _server) = tokio::io::duplex(64);
+    // The driver task holds the guard until it ends.
+    let (guard, ended) = tokio::sync::oneshot::channel::<()>();
+    let conn = super::Http2Conn::start(client, Config { max_body: 1024 }, guard);
+    let start = tokio::time::Instant::now();
+    let f = conn.send(request(b"wake")).await.unwrap_err();
+    assert_eq!(f.kind, TransportErrorKind::Timeout, "{}", f.message);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), ended).await;
+    assert!(ended.is_ok(), "the driver still holds the connection");
+    // Virtual time: the SETTINGS timeout, then the close grace.
+    assert_eq!(
+        start.elapsed(),
+        super::SETTINGS_TIMEOUT + super::CLOSE_GRACE,
+        "ended at the wrong time"
+    );
 }
