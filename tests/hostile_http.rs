@@ -1,8 +1,10 @@
 //! Hostile clients against a live `fleetwake serve`: a flood of connections
 //! and requests beyond the server's bounds, bodies far over the limit (a true
 //! and a lying `Content-Length`, chunked without a length), slowloris clients
-//! (headers and body one byte a second), and malformed JSON. The server must
-//! stay within its bounds, answer clearly, and keep serving everyone else.
+//! (headers and body one byte a second), malformed JSON, and HTTP/2 abuse
+//! written frame by frame (rapid reset, a CONTINUATION flood, PING and
+//! SETTINGS floods that never read). The server must stay within its bounds,
+//! answer clearly, and keep serving everyone else.
 //! (tests/serve.rs covers keys, the 413 announced with `Expect: 100-continue`,
 //! batch limits and bad JSON with a line and a path.)
 
@@ -507,4 +509,195 @@ async fn malformed_json_and_wrong_types_get_400_saying_where() {
     assert_eq!(status, Some(200));
     assert_eq!(srv.stop(), Some(0));
     emu.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/2 (cleartext, prior knowledge) abuse: frames written by hand.
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HPACK for `GET /healthz` (`:authority x`): static-table names, literal values.
+fn h2_healthz_block() -> Vec<u8> {
+    let mut b = vec![0x82, 0x86]; // :method GET, :scheme http
+    b.extend_from_slice(&[0x04, 8]);
+    b.extend_from_slice(b"/healthz"); // :path, literal without indexing
+    b.extend_from_slice(&[0x01, 1, b'x']); // :authority
+    b
+}
+
+/// The frames in `raw` (kind, flags, stream, payload); stops at a partial one.
+fn h2_frames(mut raw: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    while raw.len() >= 9 {
+        let len = (usize::from(raw[0]) << 16) | (usize::from(raw[1]) << 8) | usize::from(raw[2]);
+        if raw.len() < 9 + len {
+            break;
+        }
+        let stream = u32::from_be_bytes([raw[5], raw[6], raw[7], raw[8]]) & 0x7fff_ffff;
+        out.push((raw[3], raw[4], stream, raw[9..9 + len].to_vec()));
+        raw = &raw[9 + len..];
+    }
+    out
+}
+
+/// The error code of the first GOAWAY in `raw`, if any.
+fn h2_goaway(raw: &[u8]) -> Option<u32> {
+    h2_frames(raw)
+        .into_iter()
+        .find(|f| f.0 == 0x7)
+        .and_then(|f| Some(u32::from_be_bytes(f.3.get(4..8)?.try_into().ok()?)))
+}
+
+/// How one abusive HTTP/2 connection ended.
+struct H2Ended {
+    /// What the server sent.
+    raw: Vec<u8>,
+    /// The server closed the connection (else the read timed out).
+    closed: bool,
+    /// The peak RSS of the server while the client wrote without reading.
+    rss_kb_while_writing: usize,
+}
+
+/// Writes `bytes` (the server may stop reading), reading nothing until the
+/// write finished or `timeout` passed, while sampling the server's RSS; then
+/// reads what came back until the server closes or `timeout` passes.
+fn h2_abuse(addr: SocketAddr, pid: u32, bytes: Vec<u8>, timeout: Duration) -> H2Ended {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.set_write_timeout(Some(timeout)).unwrap();
+    let rss = MaxSampler::start(move || proc_status_kb(pid, "VmRSS") as usize);
+    let _ = s.write_all(&bytes);
+    // One sample after the write too, in case it finished before the first.
+    let rss_kb_while_writing = rss.finish().max(proc_status_kb(pid, "VmRSS") as usize);
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                break !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    };
+    H2Ended {
+        raw,
+        closed,
+        rss_kb_while_writing,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_abuse_is_cut_off_and_others_are_served() {
+    let _one = SERIAL.lock().await;
+    let emu = common::emulator(HttpVersions::Both).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &emu,
+        "request_timeout_s = 5\nidle_timeout_s = 2",
+    );
+    let srv = start(&config);
+    let (addr, pid) = (srv.addr, srv.child.id());
+    let rss = MaxSampler::start(move || proc_status_kb(pid, "VmRSS") as usize);
+    let block = h2_healthz_block();
+    let preface = || {
+        let mut b = H2_PREFACE.to_vec();
+        b.extend(h2_frame(0x4, 0, 0, &[]));
+        b
+    };
+    let healthy = |what: &str| {
+        let (status, took) = healthz(addr, Duration::from_secs(10));
+        assert_eq!(status, Some(200), "healthz after {what} ({took:?})");
+    };
+
+    // The same frames, well-behaved, get an answer: the server speaks h2c.
+    let mut ok = preface();
+    ok.extend(h2_frame(0x1, 0x5, 1, &block)); // HEADERS, END_STREAM | END_HEADERS
+    ok.extend(h2_frame(0x7, 0, 0, &[0, 0, 0, 1, 0, 0, 0, 0])); // GOAWAY: done
+    let end = h2_abuse(addr, pid, ok, Duration::from_secs(10));
+    let answer = h2_frames(&end.raw)
+        .into_iter()
+        .find(|f| f.0 == 0x1 && f.2 == 1)
+        .expect("an answer on stream 1");
+    assert_eq!(answer.3.first(), Some(&0x88), ":status 200 (indexed)");
+
+    // 1. Rapid reset (CVE-2023-44487): open a stream and cancel it, 5,000 times.
+    let mut flood = preface();
+    for i in 0..5000u32 {
+        let id = 2 * i + 1;
+        flood.extend(h2_frame(0x1, 0x5, id, &block));
+        flood.extend(h2_frame(0x3, 0, id, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+    }
+    let end = h2_abuse(addr, pid, flood, Duration::from_secs(10));
+    assert!(end.closed, "the rapid-reset connection was not closed");
+    assert_eq!(h2_goaway(&end.raw), Some(0xb), "GOAWAY ENHANCE_YOUR_CALM");
+    healthy("a rapid reset flood");
+
+    // 2. CONTINUATION flood (CVE-2024-27316 and kin): a header block that
+    // never ends, 3.2 MB of new header names.
+    let mut cont = preface();
+    cont.extend(h2_frame(0x1, 0x1, 1, &block)); // END_STREAM, no END_HEADERS
+    let mut junk = Vec::new();
+    for i in 0.. {
+        let name = format!("x-junk-{i}");
+        if junk.len() + name.len() + 43 > 16_000 {
+            break;
+        }
+        junk.extend_from_slice(&[0x00, name.len() as u8]);
+        junk.extend_from_slice(name.as_bytes());
+        junk.push(40);
+        junk.extend_from_slice(&[b'a'; 40]);
+    }
+    for _ in 0..200 {
+        cont.extend(h2_frame(0x9, 0, 1, &junk));
+    }
+    let end = h2_abuse(addr, pid, cont, Duration::from_secs(10));
+    assert!(end.closed, "the CONTINUATION flood was not cut off");
+    assert!(
+        h2_goaway(&end.raw).is_some_and(|code| code != 0),
+        "no GOAWAY with an error code"
+    );
+    healthy("a CONTINUATION flood");
+
+    // 3. PING and SETTINGS floods that never read the answers: the server
+    // must stop reading rather than queue answers without bound, and drop the
+    // stalled connection.
+    for (name, kind) in [("PING", 0x6u8), ("SETTINGS", 0x4)] {
+        let mut f = preface();
+        // 17 MB of PINGs (9 MB of SETTINGS): more than the socket buffers hold.
+        for i in 0..1_000_000u64 {
+            let payload = if kind == 0x6 {
+                i.to_be_bytes().to_vec()
+            } else {
+                Vec::new()
+            };
+            f.extend(h2_frame(kind, 0, 0, &payload));
+        }
+        let end = h2_abuse(addr, pid, f, Duration::from_secs(5));
+        assert!(
+            end.rss_kb_while_writing < 64 * 1024,
+            "{name} flood: server RSS {} kB",
+            end.rss_kb_while_writing
+        );
+        // The server stopped reading and then dropped the stalled connection
+        // (no bytes moved for idle_timeout_s).
+        assert!(end.closed, "{name} flood: the connection was not closed");
+        healthy(&format!("a {name} flood"));
+    }
+
+    let peak = rss.finish();
+    assert!(peak < 64 * 1024, "server peak RSS {peak} kB");
+    assert_eq!(srv.stop(), Some(0));
 }
