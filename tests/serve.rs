@@ -1,7 +1,8 @@
 //! `fleetwake serve` end to end against the WNS emulator: API keys (missing,
 //! wrong, right, from env, file and digest), body and batch limits, bad JSON,
-//! `?wait=true` and jobs, `/metrics`, health, and a schemathesis run of the
-//! served OpenAPI document against the live server.
+//! `?wait=true` and jobs, `/metrics`, health, the drain on SIGTERM with a
+//! delay, and a schemathesis run of the served OpenAPI document against the
+//! live server.
 
 mod common;
 
@@ -291,6 +292,47 @@ async fn http_api_auth_limits_modes_and_metrics() {
     assert!(value("fleetwake_http_jobs") >= 1.0);
 
     assert_eq!(srv.stop(), Some(0));
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_drain_delay_answers_503_while_still_listening() {
+    let emu = common::emulator(HttpVersions::Both).await;
+    let dir = tempfile::tempdir().unwrap();
+    const DELAY: Duration = Duration::from_secs(5);
+    let config = write_config(dir.path(), &emu, "drain_delay_s = 5");
+    let mut srv = start(&config);
+    let addr = srv.addr;
+    assert_eq!(request(addr, "GET", "/readyz", None, None).status, 200);
+
+    let signalled = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &srv.child.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Within the delay the listener still accepts: readiness and new wakes
+    // say 503, liveness 200.
+    assert_eq!(request(addr, "GET", "/readyz", None, None).status, 503);
+    assert_eq!(request(addr, "GET", "/healthz", None, None).status, 200);
+    let body = wake("drain-1", "ok.drain1");
+    let r = request(
+        addr,
+        "POST",
+        "/v1/wakes?wait=true",
+        Some(KEY_A),
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        signalled.elapsed() < DELAY,
+        "the checks above ran after the delay"
+    );
+
+    // Then the drain closes the listener and the process exits 0.
+    assert_eq!(srv.child.wait().unwrap().code(), Some(0));
+    assert!(signalled.elapsed() >= DELAY, "exited before the delay");
+    assert!(std::net::TcpStream::connect(addr).is_err());
     emu.shutdown().await;
 }
 

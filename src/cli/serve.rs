@@ -19,7 +19,8 @@ Examples:
   curl -H \"Authorization: Bearer $KEY\" -d '{\"device_id\":\"d1\",\"tenant\":\"contoso\",\"channel_uri\":\"https://db5p.notify.windows.com/?token=...\"}' 'http://127.0.0.1:8080/v1/wakes?wait=true'
 
 Prints `listening on http://ADDR` on stdout once it accepts requests. SIGTERM
-drains (readyz turns 503, open requests finish) and exits 0.";
+drains (readyz turns 503; with [serve] drain_delay_s the listener stays open
+that long first; open requests finish) and exits 0.";
 
 /// Arguments of `fleetwake serve`.
 #[derive(Debug, clap::Args)]
@@ -74,6 +75,7 @@ pub(crate) async fn run(a: Args) -> u8 {
         idle_timeout: Duration::from_secs(settings.idle_timeout_s),
         grace: Duration::from_secs(settings.drain_timeout_s),
     };
+    let drain_delay = Duration::from_secs(settings.drain_delay_s);
     let api = HttpApi::new(
         engine.clone(),
         cfg.push_options(),
@@ -90,6 +92,12 @@ pub(crate) async fn run(a: Args) -> u8 {
     tracing::info!(%addr, "HTTP API ready");
     let _ = stop.wait_for(|s| *s).await;
     readiness.set_draining();
+    if drain_delay > Duration::ZERO {
+        // Still accepting: probes see 503 before connections are refused.
+        // A second signal exits at once (see `signals`).
+        tracing::info!(?drain_delay, "draining: the listener stays open");
+        tokio::time::sleep(drain_delay).await;
+    }
     // Unsent wakes end as shut_down; requests in flight finish.
     engine.drain();
     let _ = server_stop_tx.send(true);

@@ -80,6 +80,11 @@ pub struct ServeSettings {
     pub metrics_public: bool,
     /// Seconds open requests get to finish on SIGTERM. Default 30.
     pub drain_timeout_s: u64,
+    /// Seconds the listener stays open after SIGTERM, answering `/readyz` 503
+    /// and new wakes 503, so that a load balancer sees the drain before
+    /// connections are refused (a Kubernetes endpoint update lags the
+    /// signal). Default 0: the listener closes at once. At most 300.
+    pub drain_delay_s: u64,
 }
 
 impl Default for ServeSettings {
@@ -100,6 +105,7 @@ impl Default for ServeSettings {
             idle_timeout_s: 60,
             metrics_public: false,
             drain_timeout_s: 30,
+            drain_delay_s: 0,
         }
     }
 }
@@ -126,6 +132,9 @@ impl ServeSettings {
         }
         if self.max_batch > self.max_held_results {
             return Err("[serve] max_batch must not exceed max_held_results".into());
+        }
+        if self.drain_delay_s > 300 {
+            return Err("[serve] drain_delay_s is at most 300".into());
         }
         Ok(())
     }
@@ -685,6 +694,12 @@ mod tests {
     #[test]
     fn defaults_validate_and_openapi_parses() {
         ServeSettings::default().validate().unwrap();
+        let long_delay = ServeSettings {
+            drain_delay_s: 301,
+            ..ServeSettings::default()
+        };
+        let e = long_delay.validate().unwrap_err();
+        assert!(e.contains("drain_delay_s"), "{e}");
         let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         assert!(doc["paths"]["/v1/wakes"]["post"].is_object());
