@@ -20,6 +20,7 @@
 //! | `fleetwake_queue_messages_total` | counter | `result` (`acked`, `nacked`, `dead_lettered`, `released`, `publish_failed`) |
 //! | `fleetwake_queue_in_flight` | gauge | (queue messages being worked on) |
 //! | `fleetwake_queue_connected` | gauge | (1 while the NATS connection is up) |
+//! | `fleetwake_queue_pulls_abandoned_total` | counter | (pull requests that got no end from the server and were made again) |
 //! | `fleetwake_queue_nak_delay_seconds` | histogram | (delay asked for with each nak) |
 //! | `fleetwake_http_requests_total` | counter | `route`, `status` |
 //! | `fleetwake_http_jobs` | gauge | (HTTP API jobs held in memory) |

@@ -139,6 +139,22 @@ impl Default for ConsumeSettings {
 }
 
 impl ConsumeSettings {
+    /// The NATS servers of `url` (comma-separated; the client also learns the
+    /// rest of a cluster from the server it reaches).
+    pub fn server_addrs(&self) -> Result<Vec<async_nats::ServerAddr>, String> {
+        let mut addrs = Vec::new();
+        for u in self.url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let a = u
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("[consume] url: {u:?} is not a NATS server address: {e}"))?;
+            addrs.push(a);
+        }
+        if addrs.is_empty() {
+            return Err("[consume] url names no NATS server".into());
+        }
+        Ok(addrs)
+    }
+
     /// Checks the bounds; the message says which key is wrong.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
@@ -162,6 +178,7 @@ impl ConsumeSettings {
                 "[consume] fetch_batch is at most 10000 and in_flight at most 100000".into(),
             );
         }
+        self.server_addrs()?;
         if self.fetch_expires_ms < 100 || self.fetch_expires_ms > 60_000 {
             return Err("[consume] fetch_expires_ms must be between 100 and 60000".into());
         }
@@ -274,12 +291,17 @@ pub struct ConsumeSummary {
     pub drained: bool,
 }
 
+/// How long after its `expires` a pull request without an end from the
+/// server is given up on.
+const PULL_GRACE: Duration = Duration::from_secs(2);
+
 struct QueueMetrics {
     acked: Counter,
     nacked: Counter,
     dead_lettered: Counter,
     released: Counter,
     publish_failed: Counter,
+    pulls_abandoned: Counter,
     in_flight: Gauge,
     connected: Gauge,
     nak_delay: Histogram,
@@ -294,6 +316,7 @@ impl QueueMetrics {
             dead_lettered: m("dead_lettered"),
             released: m("released"),
             publish_failed: m("publish_failed"),
+            pulls_abandoned: counter!("fleetwake_queue_pulls_abandoned_total"),
             in_flight: gauge!("fleetwake_queue_in_flight"),
             connected: gauge!("fleetwake_queue_connected"),
             nak_delay: histogram!("fleetwake_queue_nak_delay_seconds"),
@@ -362,13 +385,14 @@ impl WakeConsumer {
                 ))
             }
         }
-        let client =
-            opts.connect(settings.url.as_str())
-                .await
-                .map_err(|e| ConsumeError::Connect {
-                    url: settings.url.clone(),
-                    reason: e.to_string(),
-                })?;
+        let addrs = settings.server_addrs().map_err(ConsumeError::Settings)?;
+        let client = opts
+            .connect(addrs)
+            .await
+            .map_err(|e| ConsumeError::Connect {
+                url: settings.url.clone(),
+                reason: e.to_string(),
+            })?;
         let js = jetstream::new(client.clone());
         let window = Duration::from_secs(settings.dedupe_window_s);
         let wakes = js
@@ -511,6 +535,12 @@ impl WakeConsumer {
                 .expires(expires)
                 .messages()
                 .await;
+            // The server ends a pull request at `expires`. If the server that
+            // held it dies (a cluster node, or the consumer's leader moving),
+            // no end ever comes: give up on the request a little later and
+            // pull again (anything still delivered to it is redelivered after
+            // ack_wait).
+            let deadline = tokio::time::Instant::now() + expires + PULL_GRACE;
             let mut batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
@@ -548,6 +578,13 @@ impl WakeConsumer {
                     _ = stop.wait_for(|s| *s), if !stopping => {
                         stopping = true;
                         tracing::info!("stop requested: no new pull requests; draining");
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::warn!(
+                            "a pull request got no end from the server (a node lost?); pulling again"
+                        );
+                        ctx.metrics.pulls_abandoned.increment(1);
+                        break;
                     }
                 }
             }
@@ -787,6 +824,26 @@ async fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_takes_a_comma_separated_list_of_servers() {
+        let s = ConsumeSettings {
+            url: "nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://10.0.0.3:4222".into(),
+            ..ConsumeSettings::default()
+        };
+        assert_eq!(s.server_addrs().unwrap().len(), 3);
+        for (url, says) in [
+            ("nats://127.0.0.1:4222,http://x:1", "http://x:1"),
+            (" , ", "names no NATS server"),
+        ] {
+            let s = ConsumeSettings {
+                url: url.into(),
+                ..ConsumeSettings::default()
+            };
+            let e = s.validate().unwrap_err();
+            assert!(e.contains(says), "{url}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid_and_bounds_are_checked() {
