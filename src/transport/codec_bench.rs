@@ -58,15 +58,7 @@ impl Default for Hpack {
 impl Hpack {
     /// Appends the header block of `req` (absolute URI) to `dst`.
     pub fn encode_request(&mut self, req: &Request<Bytes>, dst: &mut BytesMut) {
-        let uri = req.uri();
-        self.enc.encode_request(
-            req.method(),
-            uri.scheme_str().unwrap_or("https"),
-            uri.authority().map_or("", |a| a.as_str()),
-            uri.path_and_query().map_or("/", |p| p.as_str()),
-            req.headers(),
-            dst,
-        );
+        self.enc.encode_request_of(req, dst);
     }
 
     /// Decodes one answer's header block: its header count, or `None` for a

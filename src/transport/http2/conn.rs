@@ -812,18 +812,8 @@ impl Connection {
     fn open(&mut self, key: usize, req: Request<Bytes>) {
         let id = self.next_id;
         self.next_id += 2;
-        let authority = req.uri().authority().map_or("", |a| a.as_str());
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let scheme = req.uri().scheme_str().unwrap_or("https");
         self.scratch.clear();
-        self.enc.encode_request(
-            req.method(),
-            scheme,
-            authority,
-            path,
-            req.headers(),
-            &mut self.scratch,
-        );
+        self.enc.encode_request_of(&req, &mut self.scratch);
         let body = req.body().clone();
         frame::put_headers(
             &mut self.out,

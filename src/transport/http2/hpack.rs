@@ -721,6 +721,20 @@ impl Encoder {
         });
     }
 
+    /// [`Encoder::encode_request`] with the pseudo-headers taken from `req`'s absolute URI
+    /// (`https` and `/` when the URI has no scheme or path).
+    pub(crate) fn encode_request_of(&mut self, req: &http::Request<Bytes>, dst: &mut BytesMut) {
+        let uri = req.uri();
+        self.encode_request(
+            req.method(),
+            uri.scheme_str().unwrap_or("https"),
+            uri.authority().map_or("", |a| a.as_str()),
+            uri.path_and_query().map_or("/", |p| p.as_str()),
+            req.headers(),
+            dst,
+        );
+    }
+
     /// Appends one request header block to `dst`: pseudo-headers first (`:method`, `:scheme`,
     /// `:authority`, `:path`, in that order), then `headers` (connection-specific fields and
     /// `host` are dropped, `te` is kept only as `te: trailers`).
