@@ -15,7 +15,7 @@
 //! | `fleetwake_wake_duration_seconds` | histogram | `tenant` (submit to final outcome) |
 //! | `fleetwake_in_flight` | gauge | (HTTP requests outstanding) |
 //! | `fleetwake_pending` | gauge | (wakes accepted and not yet final) |
-//! | `fleetwake_token_refreshes_total` | counter | `tenant`, `result` (`ok`, `rejected`, `error`) |
+//! | `fleetwake_token_refreshes_total` | counter | `tenant`, `result` (`ok`, `rejected`, `error`), `cause` (`first`, `ahead`, `expired`, `rejected_stale`, `rejected_fresh`) |
 //! | `fleetwake_connections_open` | gauge | `protocol` (`h2`, `http1`) |
 //! | `fleetwake_queue_messages_total` | counter | `result` (`acked`, `nacked`, `dead_lettered`, `released`, `publish_failed`) |
 //! | `fleetwake_queue_in_flight` | gauge | (queue messages being worked on) |
@@ -45,10 +45,18 @@ pub struct TenantMetrics {
     coalesced: Counter,
     request_duration: Histogram,
     wake_duration: Histogram,
-    token_ok: Counter,
-    token_rejected: Counter,
-    token_error: Counter,
+    /// Token requests by result (ok, rejected, error) then cause.
+    tokens: Box<[Counter]>,
 }
+
+/// The `cause` labels of token requests, in the order `token_refresh` indexes them.
+const TOKEN_CAUSES: [&str; 5] = [
+    "first",
+    "ahead",
+    "expired",
+    "rejected_stale",
+    "rejected_fresh",
+];
 
 impl TenantMetrics {
     /// Looks up every handle for `tenant` in the current recorder.
@@ -68,9 +76,15 @@ impl TenantMetrics {
             coalesced: counter!("fleetwake_coalesced_total", "tenant" => t.clone()),
             request_duration: histogram!("fleetwake_request_duration_seconds", "tenant" => t.clone()),
             wake_duration: histogram!("fleetwake_wake_duration_seconds", "tenant" => t.clone()),
-            token_ok: counter!("fleetwake_token_refreshes_total", "tenant" => t.clone(), "result" => "ok"),
-            token_rejected: counter!("fleetwake_token_refreshes_total", "tenant" => t.clone(), "result" => "rejected"),
-            token_error: counter!("fleetwake_token_refreshes_total", "tenant" => t, "result" => "error"),
+            tokens: ["ok", "rejected", "error"]
+                .iter()
+                .flat_map(|result| {
+                    let t = t.clone();
+                    TOKEN_CAUSES.iter().map(move |cause| {
+                        counter!("fleetwake_token_refreshes_total", "tenant" => t.clone(), "result" => *result, "cause" => *cause)
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -95,13 +109,17 @@ impl TenantMetrics {
         self.request_duration.record(d.as_secs_f64());
     }
 
-    /// A token refresh result: `Ok`, rejected credentials, or another error.
-    pub fn token_refresh(&self, result: Result<(), bool>) {
-        match result {
-            Ok(()) => self.token_ok.increment(1),
-            Err(true) => self.token_rejected.increment(1),
-            Err(false) => self.token_error.increment(1),
-        }
+    /// A token request's result (`Ok`, rejected credentials, or another
+    /// error) and its cause (one of `first`, `ahead`, `expired`,
+    /// `rejected_stale`, `rejected_fresh`; anything else counts as `first`).
+    pub fn token_refresh(&self, result: Result<(), bool>, cause: &str) {
+        let r = match result {
+            Ok(()) => 0,
+            Err(true) => 1,
+            Err(false) => 2,
+        };
+        let c = TOKEN_CAUSES.iter().position(|x| *x == cause).unwrap_or(0);
+        self.tokens[r * TOKEN_CAUSES.len() + c].increment(1);
     }
 }
 

@@ -91,9 +91,19 @@ fn check_rate_and_connections(
 }
 
 async fn consume_scenario(name: &str, plan: FaultPlan, http: Http, min_received: f64) {
+    let emu = common::emulator(HttpVersions::Both).await;
+    consume_scenario_on(emu, name, plan, http, min_received).await
+}
+
+async fn consume_scenario_on(
+    emu: EmulatorHandle,
+    name: &str,
+    plan: FaultPlan,
+    http: Http,
+    min_received: f64,
+) {
     let _one = SERIAL.lock().await;
     let t0 = Instant::now();
-    let emu = common::emulator(HttpVersions::Both).await;
     let js = js().await;
     let n = names(name);
     let dir = tempfile::tempdir().unwrap();
@@ -290,6 +300,27 @@ async fn consumer_under_token_endpoint_down_or_slow_and_target_down() {
         ..Faults::default()
     };
     consume_scenario("c_down", during(300, 2300, down), Http::Auto, 0.99).await;
+}
+
+/// Tokens that live 1 s, and a 406 with `Retry-After: 2` (longer than a
+/// token's life) 0.5 s in: the PFN pauses while hundreds of wakes wait in the
+/// consumer's engine. Every wake takes its token when it is sent, so every one
+/// is received, none `unauthorized`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_with_tokens_that_expire_while_wakes_wait() {
+    let emu = common::emulator_with(fleetwake::emulator::EmulatorConfig {
+        token_lifetime: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    consume_scenario_on(
+        emu,
+        "c_token_expiry",
+        during(500, 600, err(406, 1.0, Some(2))),
+        Http::Auto,
+        1.0,
+    )
+    .await;
 }
 
 /// `fleetwake serve` while the emulator resets 10% of pushes, answers 20% with

@@ -78,12 +78,28 @@ async fn outcomes_latency_in_flight_tokens_and_retries_are_recorded() {
         ),
         1.0
     );
+    // The first token, then one after WNS refused a token that was fresh by
+    // our clock (the emulator expired it early): told apart by cause.
     assert_eq!(
         value(
             &text,
-            r#"fleetwake_token_refreshes_total{tenant="t",result="ok"}"#
+            r#"fleetwake_token_refreshes_total{tenant="t",result="ok",cause="first"}"#
         ),
-        2.0
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"fleetwake_token_refreshes_total{tenant="t",result="ok",cause="rejected_fresh"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"fleetwake_token_refreshes_total{tenant="t",result="ok",cause="rejected_stale"}"#
+        ),
+        0.0
     );
     // One HTTP attempt per request: 5 + 1 + 2 + (401 + resend) = 10.
     assert_eq!(

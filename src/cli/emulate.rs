@@ -46,6 +46,10 @@ pub struct Args {
     /// Lifetime of issued access tokens, in seconds.
     #[arg(long, default_value_t = 86_400, value_name = "SECS")]
     token_lifetime: u64,
+    /// Expire tokens at the push endpoint this many ms before the announced
+    /// lifetime (a server clock that runs ahead; exercises stale-token 401s).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    token_expires_early_ms: u64,
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS.
     #[arg(long, default_value_t = 100, value_name = "N")]
     h2_max_streams: u32,
@@ -70,6 +74,7 @@ pub(crate) async fn run(a: Args) -> u8 {
         tls,
         http,
         token_lifetime: Duration::from_secs(a.token_lifetime),
+        token_expires_early: Duration::from_millis(a.token_expires_early_ms),
         h2_max_concurrent_streams: a.h2_max_streams,
         ..EmulatorConfig::default()
     };

@@ -152,6 +152,10 @@ pub struct EmulatorConfig {
     pub http: HttpVersions,
     /// Lifetime of issued access tokens, reported as `expires_in` (default 86400 s).
     pub token_lifetime: Duration,
+    /// The push endpoint treats a token as expired this long before the
+    /// lifetime it announced, like a server whose clock runs ahead of the
+    /// client's (default zero).
+    pub token_expires_early: Duration,
     /// Apps the token endpoints accept. When empty, any `client_id` is
     /// accepted unless its `client_secret` starts with `invalid`.
     pub apps: Vec<EmulatedApp>,
@@ -168,6 +172,7 @@ impl Default for EmulatorConfig {
             tls: TlsSource::default(),
             http: HttpVersions::default(),
             token_lifetime: Duration::from_secs(86_400),
+            token_expires_early: Duration::ZERO,
             apps: Vec::new(),
             h2_max_concurrent_streams: 100,
             extra_sans: Vec::new(),
@@ -231,6 +236,8 @@ pub(crate) struct Shared {
     pub apps: Vec<EmulatedApp>,
     /// Lifetime of issued tokens.
     pub token_lifetime: Duration,
+    /// How much earlier than announced the push endpoint expires a token.
+    pub token_expires_early: Duration,
     /// Push sequence number (debug trace, message ids).
     pub seq: AtomicU64,
     /// Per-process salt mixed into message ids.
@@ -330,6 +337,7 @@ impl EmulatorConfig {
             tokens: TokenRegistry::default(),
             apps: self.apps,
             token_lifetime: self.token_lifetime,
+            token_expires_early: self.token_expires_early,
             seq: AtomicU64::new(0),
             msg_salt: fastrand::u64(..),
             faults: faults::FaultController::new(),

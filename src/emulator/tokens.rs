@@ -314,7 +314,10 @@ async fn issue(
         TokenFlow::Entra { tenant } => format!("{tenant}/{client_id}"),
     };
     let (app_key, rate) = shared.stats.app(&app_key);
-    let token = shared.tokens.issue(app_key, rate, shared.token_lifetime);
+    let valid_for = shared
+        .token_lifetime
+        .saturating_sub(shared.token_expires_early);
+    let token = shared.tokens.issue(app_key, rate, valid_for);
     let secs = shared.token_lifetime.as_secs();
     let body = match flow {
         TokenFlow::Legacy => json!({

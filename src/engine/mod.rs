@@ -5,8 +5,9 @@
 //!   -> tenant lookup, admission (per-tenant pending bound: submit waits when full)
 //!   -> shard = hash(channel) % shards        (bounded queue per shard)
 //!   -> shard worker: coalesce per channel, run delivery
-//!        delivery: host breaker -> TokenCache -> in-flight slot -> PFN limiter
-//!                  -> build_push -> Transport::send -> classify
+//!        delivery: host breaker -> token ready -> in-flight slot -> PFN limiter
+//!                  -> token read (last moment) -> build_push -> Transport::send
+//!                  -> classify
 //!                  -> retry / refresh / final
 //!   -> every waiter of that channel gets the Outcome; metrics recorded
 //! ```
@@ -34,7 +35,7 @@ use tokio::task::JoinHandle;
 
 pub use retry::RetryPolicy;
 pub use tenant::{PfnLimiter, RateLimit, TenantConfig};
-pub use token::{TokenCache, TokenError};
+pub use token::{RefreshCause, Rejection, TokenCache, TokenError};
 
 use crate::telemetry::{EngineGauges, TenantMetrics};
 use crate::transport::{Transport, TransportBuildError, TransportConfig};
@@ -451,6 +452,15 @@ impl Engine {
             .tenants
             .get(tenant)
             .map(|t| t.tokens.requests_sent())
+    }
+
+    /// Token requests sent so far for `tenant`, by cause (None for an unknown
+    /// tenant): tells tokens that expired from credentials WNS refused.
+    pub fn token_requests_by_cause(&self, tenant: &str) -> Option<Vec<(RefreshCause, u64)>> {
+        self.inner
+            .tenants
+            .get(tenant)
+            .map(|t| t.tokens.requests_by_cause())
     }
 
     /// The transport (for protocol introspection).

@@ -152,7 +152,14 @@ fn give(shared: &Shared, w: Waiter, mut o: Outcome) {
     let _ = w.reply.send(o);
 }
 
-/// The life of one wake: rate limit, token, request, classification, retries.
+/// Free resends after a 401 on a token that went stale while its wake waited
+/// or flew (past its refresh point, or already replaced): they do not count
+/// against `max_attempts`, and never end as `unauthorized`.
+const MAX_STALE_RESENDS: u32 = 2;
+
+/// The life of one wake: host breaker, token readiness, in-flight slot, PFN
+/// limiter, then the token read at the last moment, the request,
+/// classification, retries.
 pub(crate) async fn deliver(
     shared: &Shared,
     tenant: &Arc<Tenant>,
@@ -160,12 +167,25 @@ pub(crate) async fn deliver(
     deadline: Instant,
 ) -> Outcome {
     let policy = &shared.retry;
+    // Attempts that count against `max_attempts` (requests, and token-endpoint
+    // failures, so that a dead endpoint cannot loop forever) ...
     let mut attempts: u32 = 0;
-    let mut resent_after_refresh = false;
+    // ... and the requests actually sent, which the outcome reports.
+    let mut sent: u32 = 0;
+    let mut fresh_resend_used = false;
+    let mut stale_resends: u32 = 0;
     let mut last: Option<Outcome> = None;
-    let finish = |mut o: Outcome, attempts: u32| {
-        o.attempts = attempts;
+    let finish = |mut o: Outcome, sent: u32| {
+        o.attempts = sent;
         o
+    };
+    let shut_down = |last: &Option<Outcome>| {
+        last.clone().unwrap_or_else(|| {
+            Outcome::local(
+                OutcomeKind::ShutDown,
+                "not sent: the engine is shutting down",
+            )
+        })
     };
     loop {
         let expired = || {
@@ -177,61 +197,48 @@ pub(crate) async fn deliver(
             })
         };
         if Instant::now() >= deadline {
-            return finish(expired(), attempts);
+            return finish(expired(), sent);
         }
         // A host that refuses connections is waited out without spending an attempt.
         let mut draining = shared.draining.clone();
         if let super::hosts::Gate::WaitUntil(until) = shared.hosts.gate(n.channel.host()) {
             if until >= deadline {
-                return finish(expired(), attempts);
+                return finish(expired(), sent);
             }
             tokio::select! {
                 biased;
-                _ = draining.wait_for(|d| *d) => {
-                    let o = last.clone().unwrap_or_else(|| Outcome::local(OutcomeKind::ShutDown, "not sent: the engine is shutting down"));
-                    return finish(o, attempts);
-                }
+                _ = draining.wait_for(|d| *d) => return finish(shut_down(&last), sent),
                 _ = tokio::time::sleep_until(until.into()) => continue,
             }
         }
-        // The token comes before the rate-limit cell, so that a slow token
-        // endpoint cannot pile up granted cells that then fire all at once.
-        let got = tokio::select! {
+        // A token must exist before a rate-limit cell is taken, so that a slow
+        // token endpoint cannot pile up granted cells that then fire at once.
+        // It is not taken here: a wake may wait long in the limiter.
+        let ready = tokio::select! {
             biased;
             _ = draining.wait_for(|d| *d) => None,
-            t = tenant.tokens.get() => Some(t),
+            r = tenant.tokens.ready() => Some(r),
         };
-        let Some(got) = got else {
-            let o = last.clone().unwrap_or_else(|| {
-                Outcome::local(
-                    OutcomeKind::ShutDown,
-                    "not sent: the engine is shutting down",
-                )
-            });
-            return finish(o, attempts);
-        };
-        let token = match got {
-            Ok(t) => t,
-            Err(e @ super::token::TokenError::Rejected { .. }) => {
+        match ready {
+            None => return finish(shut_down(&last), sent),
+            Some(Ok(())) => {}
+            Some(Err(e @ super::token::TokenError::Rejected { .. })) => {
                 return finish(
                     Outcome::local(OutcomeKind::CredentialRejected, e.to_string()),
-                    attempts,
+                    sent,
                 );
             }
-            Err(e @ super::token::TokenError::Unavailable { retry_after, .. }) => {
+            Some(Err(e @ super::token::TokenError::Unavailable { retry_after, .. })) => {
                 let mut o = Outcome::local(OutcomeKind::TokenUnavailable, e.to_string());
                 o.retry_after = Some(retry_after);
-                // Counted as an attempt so that a dead token endpoint cannot loop forever.
                 attempts += 1;
-                match wait_for_retry(shared, tenant, policy, attempts, &o, deadline).await {
-                    true => {
-                        last = Some(o);
-                        continue;
-                    }
-                    false => return finish(o, attempts),
+                if wait_for_retry(shared, tenant, policy, attempts, &o, deadline).await {
+                    last = Some(o);
+                    continue;
                 }
+                return finish(o, sent);
             }
-        };
+        }
         // Waiting for a slot and for the rate limit is cut short by draining:
         // nothing has been sent for this attempt yet.
         let ready = async {
@@ -244,17 +251,20 @@ pub(crate) async fn deliver(
             r = ready => r,
         };
         let Some((in_flight_slot, on_time)) = waited else {
-            let o = last.clone().unwrap_or_else(|| {
-                Outcome::local(
-                    OutcomeKind::ShutDown,
-                    "not sent: the engine is shutting down",
-                )
-            });
-            return finish(o, attempts);
+            return finish(shut_down(&last), sent);
         };
         if !on_time {
-            return finish(expired(), attempts);
+            return finish(expired(), sent);
         }
+        // The token is read now, after every wait, immediately before the
+        // request is built. If it expired during the waits and no refresh has
+        // replaced it yet (nothing was sent for a while, e.g. during a PFN
+        // pause), the cell is given up rather than held across a token fetch:
+        // the next round fetches a token first, then takes a new cell.
+        let Some(token) = tenant.tokens.current() else {
+            drop(in_flight_slot);
+            continue;
+        };
         let cv = CorrelationVector::new();
         let built = match &token.bearer {
             Some(auth) => build_push_with_auth(&n.channel, auth, &n.payload, &n.options, &cv),
@@ -269,11 +279,12 @@ pub(crate) async fn deliver(
                         OutcomeKind::CredentialRejected,
                         format!("the access token cannot be sent as a header: {e}"),
                     ),
-                    attempts,
+                    sent,
                 )
             }
         };
         attempts += 1;
+        sent += 1;
         shared.gauges.in_flight.increment(1.0);
         let started = Instant::now();
         // Boxed: the exchange's state lives only while a request is in flight,
@@ -300,27 +311,31 @@ pub(crate) async fn deliver(
         } else if outcome.status.is_some() {
             shared.hosts.answered(n.channel.host());
         }
-        if outcome.kind == OutcomeKind::Unauthorized && !resent_after_refresh {
-            // Exactly one refresh (single flight, only if this token is still current), then one resend.
-            resent_after_refresh = true;
-            tenant.metrics.retry(OutcomeKind::Unauthorized);
+        let outcome = if outcome.kind == OutcomeKind::Unauthorized {
             // Boxed: a rare path, kept out of the hot path's future.
-            match Box::pin(tenant.tokens.refresh_after_reject(&token)).await {
-                Ok(_) => {
-                    last = Some(outcome);
+            match Box::pin(unauthorized(
+                tenant,
+                &token,
+                outcome,
+                &mut fresh_resend_used,
+                &mut stale_resends,
+            ))
+            .await
+            {
+                AfterUnauthorized::Resend(o) => {
+                    // The resend does not count against `max_attempts`.
+                    attempts -= 1;
+                    last = Some(o);
                     continue;
                 }
-                Err(e @ super::token::TokenError::Rejected { .. }) => {
-                    return finish(
-                        Outcome::local(OutcomeKind::CredentialRejected, e.to_string()),
-                        attempts,
-                    )
-                }
-                Err(_) => return finish(outcome, attempts),
+                AfterUnauthorized::Final(o) => return finish(o, sent),
+                AfterUnauthorized::Retry(o) => o,
             }
-        }
+        } else {
+            outcome
+        };
         if !outcome.kind.is_retryable() {
-            return finish(outcome, attempts);
+            return finish(outcome, sent);
         }
         if matches!(
             outcome.kind,
@@ -332,9 +347,75 @@ pub(crate) async fn deliver(
             }
         }
         if !wait_for_retry(shared, tenant, policy, attempts, &outcome, deadline).await {
-            return finish(outcome, attempts);
+            return finish(outcome, sent);
         }
         last = Some(outcome);
+    }
+}
+
+/// What a wake does after a 401.
+enum AfterUnauthorized {
+    /// Send again at once with the new token; the outcome stands in for the
+    /// wake's last one if it ends before that.
+    Resend(Outcome),
+    /// The wake ends with this.
+    Final(Outcome),
+    /// A retryable outcome for the normal retry path.
+    Retry(Outcome),
+}
+
+/// After a 401 on `token`: a stale token (it expired while the wake waited or
+/// flew) is replaced and the wake resent, for free, up to
+/// [`MAX_STALE_RESENDS`] times, and never ends `unauthorized`; a token that was
+/// fresh by our clock gets one refresh and one resend, and a second 401 on a
+/// fresh token is `unauthorized`.
+async fn unauthorized(
+    tenant: &Arc<Tenant>,
+    token: &Arc<super::token::CachedToken>,
+    outcome: Outcome,
+    fresh_resend_used: &mut bool,
+    stale_resends: &mut u32,
+) -> AfterUnauthorized {
+    use super::token::{Rejection, TokenError};
+    let rejection = tenant.tokens.rejection(token);
+    // What a stale rejection stands for in a report: not a credential
+    // problem, and retryable.
+    let stale = || {
+        let mut o = Outcome::local(
+            OutcomeKind::TokenUnavailable,
+            "WNS refused an access token that expired while the wake waited (401); \
+             a new token was fetched",
+        );
+        o.status = outcome.status;
+        o.wns = outcome.wns.clone();
+        o
+    };
+    let resend = match rejection {
+        Rejection::Stale if *stale_resends < MAX_STALE_RESENDS => {
+            *stale_resends += 1;
+            stale()
+        }
+        // More stale 401s than that: the wakes wait longer than tokens live.
+        // Retried like any retryable outcome, within the attempt budget.
+        Rejection::Stale => return AfterUnauthorized::Retry(stale()),
+        Rejection::Fresh if !*fresh_resend_used => {
+            *fresh_resend_used = true;
+            outcome.clone()
+        }
+        Rejection::Fresh => return AfterUnauthorized::Final(outcome),
+    };
+    tenant.metrics.retry(OutcomeKind::Unauthorized);
+    match tenant.tokens.refresh_after_reject(token, rejection).await {
+        Ok(()) => AfterUnauthorized::Resend(resend),
+        Err(e @ TokenError::Rejected { .. }) => AfterUnauthorized::Final(Outcome::local(
+            OutcomeKind::CredentialRejected,
+            e.to_string(),
+        )),
+        Err(e @ TokenError::Unavailable { retry_after, .. }) => {
+            let mut o = Outcome::local(OutcomeKind::TokenUnavailable, e.to_string());
+            o.retry_after = Some(retry_after);
+            AfterUnauthorized::Retry(o)
+        }
     }
 }
 

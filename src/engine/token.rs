@@ -1,19 +1,33 @@
 //! [`TokenCache`]: one WNS access token per tenant, read lock-free by every worker.
 //!
+//! The delivery path never holds a token across a wait. It calls
+//! [`TokenCache::ready`] before it waits for its in-flight slot and the PFN
+//! limiter (so a missing token is fetched before a rate-limit cell is taken),
+//! then reads the token with [`TokenCache::current`] immediately before the
+//! request is encoded. A wake that waited minutes behind a throttle pause
+//! therefore goes out with the token that is current when it leaves.
+//!
 //! Invariants:
 //! - Readers `load` the current token through an `ArcSwap`; they never lock.
 //! - At most one refresh runs at a time per tenant (single flight). A caller that
 //!   waited for the refresh lock re-checks the current token first and returns it
 //!   if someone else already refreshed.
-//! - After a 401, [`TokenCache::refresh_after_reject`] fetches a new token only if
-//!   the token that failed is *still* the current one; a thousand concurrent 401s
-//!   for the same stale token cause exactly one token request.
-//! - The token is refreshed ahead of expiry (at `expires_in` minus a margin of
-//!   10% capped at 5 minutes), in the background, while the old one stays in use.
+//! - The token is refreshed ahead of expiry, in the background, while the old
+//!   one stays in use. The margin is a tenth of the lifetime, but at least twice
+//!   the token request's own round trip, and at most half the lifetime and 5
+//!   minutes; a token that would not outlive twice its own round trip is
+//!   refused with an error that says so (no refresh storm).
+//! - After a 401, [`TokenCache::rejection`] tells a *stale* rejection
+//!   (the token was past its refresh point by our clock, or had already been
+//!   replaced) from a *fresh* one (a credential problem, unless the next token
+//!   works); [`TokenCache::refresh_after_reject`] fetches a new token only if
+//!   the failed token is still the current one, so a thousand concurrent 401s
+//!   for the same token cause exactly one token request.
 //! - A rejected credential (token endpoint 400/401/403) is remembered for
 //!   `credential_retry_interval`; during that time every caller gets the same
 //!   error at once, without asking the endpoint again (no retry storm). An
 //!   unreachable endpoint is remembered for a short, growing interval likewise.
+//! - Every token request is counted by cause ([`RefreshCause`]).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -72,6 +86,57 @@ pub enum TokenError {
     },
 }
 
+/// What a 401 meant, by our own clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The token was past its refresh point, or already replaced by a newer
+    /// one: it expired while the request waited or flew. Not a credential
+    /// problem; the wake is resent with the new token.
+    Stale,
+    /// The token was current and fresh by our clock: WNS refused a token it
+    /// should have accepted (revoked app, or its clock disagrees). One resend
+    /// with a new token decides.
+    Fresh,
+}
+
+/// Why a token was requested (the `cause` label of
+/// `fleetwake_token_refreshes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshCause {
+    /// The tenant's first token.
+    First,
+    /// Ahead of expiry, in the background, while the old token is still valid.
+    Ahead,
+    /// The token expired with nobody sending (no background refresh ran).
+    Expired,
+    /// WNS answered 401 to a token that was past its refresh point or replaced.
+    RejectedStale,
+    /// WNS answered 401 to a token that was fresh by our clock.
+    RejectedFresh,
+}
+
+impl RefreshCause {
+    /// Every cause, in label order.
+    pub const ALL: [RefreshCause; 5] = [
+        RefreshCause::First,
+        RefreshCause::Ahead,
+        RefreshCause::Expired,
+        RefreshCause::RejectedStale,
+        RefreshCause::RejectedFresh,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshCause::First => "first",
+            RefreshCause::Ahead => "ahead",
+            RefreshCause::Expired => "expired",
+            RefreshCause::RejectedStale => "rejected_stale",
+            RefreshCause::RejectedFresh => "rejected_fresh",
+        }
+    }
+}
+
 /// The longest token lifetime believed, whatever `expires_in` says.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
@@ -92,6 +157,8 @@ pub struct TokenCache {
     credential_retry_interval: Duration,
     consecutive_errors: AtomicU32,
     requests: AtomicU64,
+    /// Token requests by [`RefreshCause`], in `RefreshCause::ALL` order.
+    by_cause: [AtomicU64; 5],
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -105,7 +172,7 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    /// A cache with no token yet; the first [`TokenCache::get`] fetches one.
+    /// A cache with no token yet; the first [`TokenCache::ready`] fetches one.
     pub fn new(
         tenant: Arc<str>,
         credentials: Credentials,
@@ -124,6 +191,7 @@ impl TokenCache {
             credential_retry_interval,
             consecutive_errors: AtomicU32::new(0),
             requests: AtomicU64::new(0),
+            by_cause: Default::default(),
         }
     }
 
@@ -132,48 +200,114 @@ impl TokenCache {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// A valid token: the current one (lock-free), or a fresh one when there is none
-    /// or it expired. Starts a background refresh when the token nears expiry.
-    pub async fn get(self: &Arc<Self>) -> Result<Arc<CachedToken>, TokenError> {
+    /// How many token requests this cache has sent, by cause.
+    pub fn requests_by_cause(&self) -> Vec<(RefreshCause, u64)> {
+        RefreshCause::ALL
+            .iter()
+            .zip(&self.by_cause)
+            .map(|(c, n)| (*c, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The token to send with now, read lock-free: `None` when there is none or
+    /// it has expired by our clock. Call it immediately before the request is
+    /// built, after every wait. Past the token's refresh point it starts one
+    /// background refresh and still returns the old token, which is valid.
+    pub fn current(self: &Arc<Self>) -> Option<Arc<CachedToken>> {
+        let t = self.current.load_full()?;
         let now = Instant::now();
-        if let Some(t) = self.current.load_full() {
-            if now < t.refresh_at {
-                return Ok(t);
-            }
-            if now < t.expires_at {
-                if let Ok(guard) = self.refresh.clone().try_lock_owned() {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        let _one = guard;
-                        if let Err(e) = me.fetch_unless_fresh(None).await {
-                            tracing::warn!(tenant = %me.tenant, error = %e, "background token refresh failed");
-                        }
-                    });
+        if now < t.refresh_at {
+            return Some(t);
+        }
+        if now >= t.expires_at {
+            return None;
+        }
+        self.refresh_in_background();
+        Some(t)
+    }
+
+    fn refresh_in_background(self: &Arc<Self>) {
+        if let Ok(guard) = self.refresh.clone().try_lock_owned() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _one = guard;
+                if let Err(e) = me.fetch_unless_fresh(None, RefreshCause::Ahead).await {
+                    tracing::warn!(tenant = %me.tenant, error = %e, "background token refresh failed");
                 }
-                return Ok(t);
-            }
+            });
+        }
+    }
+
+    /// Makes sure a token that is valid now exists, fetching one (single flight)
+    /// when there is none or it expired. It hands out nothing: the caller reads
+    /// the token with [`TokenCache::current`] when it is about to send.
+    pub async fn ready(self: &Arc<Self>) -> Result<(), TokenError> {
+        if self.current().is_some() {
+            return Ok(());
         }
         // The slow path is boxed so that the hot path's future stays small.
         Box::pin(async {
             let _one = self.refresh.lock().await;
-            self.fetch_unless_fresh(None).await
+            let cause = if self.current.load().is_some() {
+                RefreshCause::Expired
+            } else {
+                RefreshCause::First
+            };
+            self.fetch_unless_fresh(None, cause).await.map(|_| ())
         })
         .await
     }
 
-    /// After a 401 with `failed`: a new token, fetched only if `failed` is still current.
+    /// A token valid now: [`TokenCache::ready`] then [`TokenCache::current`].
+    /// For callers that send at once; the engine's delivery path uses the two
+    /// halves around its waits instead.
+    pub async fn get(self: &Arc<Self>) -> Result<Arc<CachedToken>, TokenError> {
+        loop {
+            self.ready().await?;
+            if let Some(t) = self.current() {
+                return Ok(t);
+            }
+        }
+    }
+
+    /// What a 401 to a request sent with `failed` means, by our clock: stale
+    /// (past its refresh point, or replaced while the request was in flight)
+    /// or fresh (a token we had every reason to think valid was refused).
+    pub fn rejection(&self, failed: &Arc<CachedToken>) -> Rejection {
+        let replaced = self
+            .current
+            .load()
+            .as_ref()
+            .is_none_or(|cur| !Arc::ptr_eq(cur, failed));
+        if replaced || Instant::now() >= failed.refresh_at {
+            Rejection::Stale
+        } else {
+            Rejection::Fresh
+        }
+    }
+
+    /// After a 401 to `failed` (judged `rejection`): a new token, fetched only if
+    /// `failed` is still the current one (single flight).
     pub async fn refresh_after_reject(
         self: &Arc<Self>,
         failed: &Arc<CachedToken>,
-    ) -> Result<Arc<CachedToken>, TokenError> {
+        rejection: Rejection,
+    ) -> Result<(), TokenError> {
+        let cause = match rejection {
+            Rejection::Stale => RefreshCause::RejectedStale,
+            Rejection::Fresh => RefreshCause::RejectedFresh,
+        };
         let _one = self.refresh.lock().await;
-        self.fetch_unless_fresh(Some(failed)).await
+        self.fetch_unless_fresh(Some(failed), cause)
+            .await
+            .map(|_| ())
     }
 
     /// Called with the refresh lock held.
     async fn fetch_unless_fresh(
         &self,
         failed: Option<&Arc<CachedToken>>,
+        cause: RefreshCause,
     ) -> Result<Arc<CachedToken>, TokenError> {
         let now = Instant::now();
         if let Some(cur) = self.current.load_full() {
@@ -190,24 +324,24 @@ impl TokenCache {
                 return Err(f.error.clone());
             }
         }
-        match self.fetch().await {
+        match self.fetch(cause).await {
             Ok(t) => {
                 self.failure.store(None);
                 self.consecutive_errors.store(0, Ordering::Relaxed);
                 self.current.store(Some(t.clone()));
-                self.metrics.token_refresh(Ok(()));
-                tracing::debug!(tenant = %self.tenant, "WNS access token refreshed");
+                self.metrics.token_refresh(Ok(()), cause.as_str());
+                tracing::debug!(tenant = %self.tenant, cause = cause.as_str(), "WNS access token refreshed");
                 Ok(t)
             }
             Err(e) => {
                 let until = match &e {
                     TokenError::Rejected { .. } => {
-                        self.metrics.token_refresh(Err(true));
+                        self.metrics.token_refresh(Err(true), cause.as_str());
                         tracing::error!(tenant = %self.tenant, error = %e, "WNS credentials rejected");
                         now + self.credential_retry_interval
                     }
                     TokenError::Unavailable { retry_after, .. } => {
-                        self.metrics.token_refresh(Err(false));
+                        self.metrics.token_refresh(Err(false), cause.as_str());
                         tracing::warn!(tenant = %self.tenant, error = %e, "token endpoint unavailable");
                         now + *retry_after
                     }
@@ -221,7 +355,7 @@ impl TokenCache {
         }
     }
 
-    async fn fetch(&self) -> Result<Arc<CachedToken>, TokenError> {
+    async fn fetch(&self, cause: RefreshCause) -> Result<Arc<CachedToken>, TokenError> {
         let unavailable = |message: String, retry_after: Duration| TokenError::Unavailable {
             tenant: self.tenant.to_string(),
             message,
@@ -240,6 +374,7 @@ impl TokenCache {
                 message: format!("cannot build the token request: {e}"),
             })?;
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.by_cause[cause as usize].fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let timeout = self.transport.config().token_timeout;
         let resp = self
@@ -250,10 +385,22 @@ impl TokenCache {
         let ra = retry_after(resp.headers());
         match parse_token_response(resp.status().as_u16(), ra, resp.body()) {
             Ok(tok) => {
-                self.consecutive_errors.store(0, Ordering::Relaxed);
                 // Bounded so that no answer can overflow an Instant.
                 let lifetime = tok.expires_in.min(MAX_TOKEN_LIFETIME);
-                let margin = (lifetime / 10).min(Duration::from_secs(300));
+                let round_trip = started.elapsed();
+                let Some(margin) = refresh_margin(lifetime, round_trip) else {
+                    return Err(unavailable(
+                        format!(
+                            "the token endpoint issued a token that lives {} ms (expires_in), \
+                             no longer than twice the {} ms its own request took; \
+                             a token must outlive the requests sent with it",
+                            lifetime.as_millis(),
+                            round_trip.as_millis()
+                        ),
+                        backoff,
+                    ));
+                };
+                self.consecutive_errors.store(0, Ordering::Relaxed);
                 let expires_at = started + lifetime;
                 Ok(Arc::new(CachedToken {
                     bearer: crate::wns::bearer(&tok.token).ok(),
@@ -275,5 +422,46 @@ impl TokenCache {
             }),
             Err(e @ TokenResponseError::Malformed(_)) => Err(unavailable(e.to_string(), backoff)),
         }
+    }
+}
+
+/// How long before expiry a token is refreshed: a tenth of its lifetime, but at
+/// least twice the token request's round trip (so a refresh finishes before the
+/// old token dies), at most half the lifetime and 5 minutes. `None` when the
+/// token does not outlive twice its round trip: it would be dead on arrival.
+pub fn refresh_margin(lifetime: Duration, round_trip: Duration) -> Option<Duration> {
+    let floor = round_trip.saturating_mul(2);
+    if lifetime <= floor {
+        return None;
+    }
+    Some(
+        (lifetime / 10)
+            .max(floor)
+            .min(lifetime / 2)
+            .min(Duration::from_secs(300)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margin_fits_short_and_long_lifetimes() {
+        let ms = Duration::from_millis;
+        // A day: capped at 5 minutes.
+        assert_eq!(
+            refresh_margin(Duration::from_secs(86_400), ms(200)),
+            Some(Duration::from_secs(300))
+        );
+        // 3 s on loopback: a tenth.
+        assert_eq!(refresh_margin(ms(3000), ms(2)), Some(ms(300)));
+        // 3 s with a slow endpoint: twice the round trip...
+        assert_eq!(refresh_margin(ms(3000), ms(400)), Some(ms(800)));
+        // ... but never more than half the lifetime.
+        assert_eq!(refresh_margin(ms(3000), ms(1400)), Some(ms(1500)));
+        // A token that dies before twice its round trip is refused.
+        assert_eq!(refresh_margin(ms(3000), ms(1500)), None);
+        assert_eq!(refresh_margin(Duration::ZERO, Duration::ZERO), None);
     }
 }
