@@ -21,6 +21,8 @@
 //! | `fleetwake_queue_in_flight` | gauge | (queue messages being worked on) |
 //! | `fleetwake_queue_connected` | gauge | (1 while the NATS connection is up) |
 //! | `fleetwake_queue_pulls_abandoned_total` | counter | (pull requests that got no end from the server and were made again) |
+//! | `fleetwake_queue_pulls_failed_total` | counter | (pull requests that could not be made or ended with an error) |
+//! | `fleetwake_queue_watchdog_rebuilds_total` | counter | `what` (`subscription`, `connection`): the watchdog found nothing moving while messages waited |
 //! | `fleetwake_queue_nak_delay_seconds` | histogram | (delay asked for with each nak) |
 //! | `fleetwake_http_requests_total` | counter | `route`, `status` |
 //! | `fleetwake_http_jobs` | gauge | (HTTP API jobs held in memory) |

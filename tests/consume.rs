@@ -618,3 +618,112 @@ async fn sigterm_drains_in_flight_and_acks() {
     );
     emu.shutdown().await;
 }
+
+/// The durable consumer is deleted under a running instance (an operator's
+/// mistake, or a cluster that lost it): every pull request fails. The
+/// watchdog sees no message and no result for `watchdog_s` while the stream
+/// holds messages, rebuilds the pull subscription (creating the consumer
+/// again), and every message gets its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_rebuilds_a_subscription_whose_consumer_vanished() {
+    let emu = common::emulator(HttpVersions::Both).await;
+    let js = js().await;
+    let n = names("watchdog");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &emu,
+        &n,
+        "rate_per_second = 2000\nburst = 200",
+        "max_attempts = 3\nbase_delay_ms = 20\nmax_delay_ms = 100",
+        "fetch_expires_ms = 500\nwatchdog_s = 5\nin_flight = 64",
+    );
+    let c = spawn_consumer_log(&config, "a", "warn,fleetwake=info");
+    wait_ready(&js, &n).await;
+    let first: Vec<Bytes> = (0..100)
+        .map(|i| wake(&format!("w-{i}"), &format!("ok.w-{i}"), ""))
+        .collect();
+    publish_all(&js, &n.subject, first).await;
+    wait_count(
+        &js,
+        &n.results_stream,
+        &n.results,
+        100,
+        Duration::from_secs(30),
+    )
+    .await;
+    let stream = js.get_stream(&n.stream).await.unwrap();
+    assert!(stream.delete_consumer(&n.consumer).await.unwrap().success);
+    let deleted = Instant::now();
+    let second: Vec<Bytes> = (100..200)
+        .map(|i| wake(&format!("w-{i}"), &format!("ok.w-{i}"), ""))
+        .collect();
+    publish_all(&js, &n.subject, second).await;
+    wait_all_done(&js, &n, 200, Duration::from_secs(60)).await;
+    let recovered = deleted.elapsed();
+    let (code, stderr) = terminate(c);
+    assert_eq!(code, Some(0), "{stderr}");
+    eprintln!("recovered {recovered:?} after the consumer was deleted");
+    assert!(
+        stderr.contains("watchdog: nothing moved") && stderr.contains("pull subscription rebuilt"),
+        "the watchdog said what it did: {stderr}"
+    );
+    // Recovery took a watchdog interval, not a restart.
+    assert!(recovered >= Duration::from_secs(5), "{recovered:?}");
+    let keys: BTreeSet<String> = results(&js, &n)
+        .await
+        .into_iter()
+        .filter_map(|r| r.idempotency_key)
+        .collect();
+    assert_eq!(keys.len(), 200, "every message has its result");
+    emu.shutdown().await;
+}
+
+/// The consumer's stderr is a pipe nobody reads, with trace logging: the
+/// pipe fills at 64 KiB. Logging goes through a bounded buffer and a writer
+/// thread, so the consumer keeps working (and, past the buffer, drops log
+/// lines and says how many at exit) instead of blocking its runtime on a
+/// write: every message gets its result. (A test harness that read stderr only at the end once made a
+/// clustered consumer look stalled this way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_reader_that_stops_reading_does_not_stall_the_consumer() {
+    let emu = common::emulator(HttpVersions::Both).await;
+    let js = js().await;
+    let n = names("logflood");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &emu,
+        &n,
+        "rate_per_second = 5000\nburst = 500",
+        "max_attempts = 3\nbase_delay_ms = 20\nmax_delay_ms = 100",
+        "in_flight = 64",
+    );
+    let (c, mut stderr) = spawn_consumer_unread(&config, "a", "trace");
+    wait_ready(&js, &n).await;
+    let bodies: Vec<Bytes> = (0..1000)
+        .map(|i| wake(&format!("l-{i}"), &format!("ok.l-{i}"), ""))
+        .collect();
+    publish_all(&js, &n.subject, bodies).await;
+    wait_all_done(&js, &n, 1000, Duration::from_secs(60)).await;
+    // Now read what it wrote, while it exits.
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let (code, _) = terminate(c);
+    let text = reader.join().unwrap();
+    assert_eq!(code, Some(0));
+    // More than a pipe holds was written: a logger that blocked on a full
+    // pipe would have stopped the consumer long before the end.
+    assert!(text.len() > 64 * 1024, "{} bytes of log", text.len());
+    let dropped = text.lines().find(|l| l.contains("log lines were dropped"));
+    eprintln!(
+        "{} bytes of log; {}",
+        text.len(),
+        dropped.unwrap_or("no line dropped")
+    );
+    emu.shutdown().await;
+}

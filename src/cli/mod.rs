@@ -104,7 +104,7 @@ enum Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let log = init_logging(cli.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Bench(a) = &cli.command {
         if let Some(n) = a.threads {
@@ -137,22 +137,57 @@ pub fn main() -> ExitCode {
             Command::Simulate(a) => simulate::run(a),
         }
     });
+    drop(rt);
+    log.finish();
     ExitCode::from(code)
 }
 
-fn init_logging(format: LogFormat) {
+/// Log lines that may wait for stderr; beyond that, lines are dropped.
+const LOG_BUFFER_LINES: usize = 16_384;
+
+/// The logger's writer thread and its count of dropped lines.
+struct Logging {
+    guard: tracing_appender::non_blocking::WorkerGuard,
+    dropped: tracing_appender::non_blocking::ErrorCounter,
+}
+
+impl Logging {
+    /// Flushes what is buffered and says how many lines were dropped, if any.
+    fn finish(self) {
+        let dropped = self.dropped.dropped_lines();
+        drop(self.guard);
+        if dropped > 0 {
+            eprintln!(
+                "fleetwake: {dropped} log lines were dropped because stderr was not read fast enough"
+            );
+        }
+    }
+}
+
+/// Logs go to stderr through a bounded buffer and a writer thread: a log
+/// reader that stops reading (a full pipe, a stuck log driver) costs log lines,
+/// never progress. A blocking write to stderr from the runtime's threads once
+/// stalled a whole consumer (docs/RELIABILITY.md).
+fn init_logging(format: LogFormat) -> Logging {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("FLEETWAKE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("fleetwake-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    Logging { guard, dropped }
 }
 
 /// Builds the engine from `cfg` (loaded from `path`), each PFN's rate split

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
@@ -100,6 +101,11 @@ pub struct ConsumeSettings {
     pub instance_id: Option<String>,
     /// Seconds the in-flight messages get to finish on SIGTERM. Default 30.
     pub drain_timeout_s: u64,
+    /// The watchdog: when no message has been delivered and no result made for
+    /// this many seconds while the consumer says messages are waiting (and this
+    /// instance has free slots), the pull subscription is rebuilt (and, if that
+    /// fails, the connection). Default 30.
+    pub watchdog_s: u64,
     /// Serve `/healthz`, `/readyz` and `/metrics` on this address.
     pub listen: Option<std::net::SocketAddr>,
 }
@@ -133,6 +139,7 @@ impl Default for ConsumeSettings {
             instances: 1,
             instance_id: None,
             drain_timeout_s: 30,
+            watchdog_s: 30,
             listen: None,
         }
     }
@@ -181,6 +188,15 @@ impl ConsumeSettings {
         self.server_addrs()?;
         if self.fetch_expires_ms < 100 || self.fetch_expires_ms > 60_000 {
             return Err("[consume] fetch_expires_ms must be between 100 and 60000".into());
+        }
+        // A pull request lasts fetch_expires_ms (+ PULL_GRACE when its server
+        // dies); the watchdog must not fire inside two of them.
+        let least = (2 * self.fetch_expires_ms + 2 * PULL_GRACE.as_millis() as u64).div_ceil(1000);
+        if self.watchdog_s < least || self.watchdog_s > 3600 {
+            return Err(format!(
+                "[consume] watchdog_s must be between {least} (two pull requests of \
+                 fetch_expires_ms with their grace) and 3600"
+            ));
         }
         if self.dedupe_window_s > self.results_max_age_s.min(self.stream_max_age_s) {
             return Err("[consume] dedupe_window_s must not exceed the streams' max age".into());
@@ -302,6 +318,9 @@ struct QueueMetrics {
     released: Counter,
     publish_failed: Counter,
     pulls_abandoned: Counter,
+    pulls_failed: Counter,
+    rebuilt_subscription: Counter,
+    rebuilt_connection: Counter,
     in_flight: Gauge,
     connected: Gauge,
     nak_delay: Histogram,
@@ -317,6 +336,9 @@ impl QueueMetrics {
             released: m("released"),
             publish_failed: m("publish_failed"),
             pulls_abandoned: counter!("fleetwake_queue_pulls_abandoned_total"),
+            pulls_failed: counter!("fleetwake_queue_pulls_failed_total"),
+            rebuilt_subscription: counter!("fleetwake_queue_watchdog_rebuilds_total", "what" => "subscription"),
+            rebuilt_connection: counter!("fleetwake_queue_watchdog_rebuilds_total", "what" => "connection"),
             in_flight: gauge!("fleetwake_queue_in_flight"),
             connected: gauge!("fleetwake_queue_connected"),
             nak_delay: histogram!("fleetwake_queue_nak_delay_seconds"),
@@ -324,19 +346,90 @@ impl QueueMetrics {
     }
 }
 
-struct Ctx {
+/// The NATS connection and its JetStream context; replaced as a whole when
+/// the watchdog reconnects.
+struct Nats {
+    client: async_nats::Client,
     js: jetstream::Context,
+}
+
+struct Ctx {
+    nats: ArcSwap<Nats>,
     engine: Engine,
     settings: ConsumeSettings,
     push: PushOptions,
     instance: String,
     metrics: QueueMetrics,
     counts: Arc<ConsumeCounts>,
+    progress: Progress,
+    publish_warning: WarnEvery,
+}
+
+impl Ctx {
+    fn js(&self) -> jetstream::Context {
+        self.nats.load().js.clone()
+    }
+}
+
+/// When a message was last delivered or a result last made, for the watchdog.
+struct Progress {
+    start: std::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            start: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A warning said at most once per interval: a burst of the same failure (a
+/// stream without a leader fails every publish for seconds) is one line with
+/// a count, not thousands.
+struct WarnEvery {
+    interval: Duration,
+    last: parking_lot::Mutex<Option<std::time::Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl WarnEvery {
+    fn new(interval: Duration) -> Self {
+        WarnEvery {
+            interval,
+            last: parking_lot::Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when this one should be said, `n` being how many were kept
+    /// quiet since the last one said.
+    fn check(&self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock();
+        if last.is_some_and(|t| now.duration_since(t) < self.interval) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
 }
 
 /// A connected consumer: streams and the durable consumer exist.
 pub struct WakeConsumer {
-    client: async_nats::Client,
     consumer: jetstream::consumer::PullConsumer,
     ctx: Arc<Ctx>,
 }
@@ -362,37 +455,7 @@ impl WakeConsumer {
     ) -> Result<WakeConsumer, ConsumeError> {
         settings.validate().map_err(ConsumeError::Settings)?;
         let instance = settings.instance_name();
-        let mut opts = async_nats::ConnectOptions::new()
-            .name(format!("fleetwake-consume {instance}"))
-            .connection_timeout(Duration::from_secs(5));
-        if let Some(var) = &settings.token_env {
-            let t = std::env::var(var).map_err(|_| {
-                ConsumeError::Settings(format!("[consume] token_env: {var} is not set"))
-            })?;
-            opts = opts.token(t);
-        }
-        match (&settings.user, &settings.password_env) {
-            (Some(u), Some(var)) => {
-                let p = std::env::var(var).map_err(|_| {
-                    ConsumeError::Settings(format!("[consume] password_env: {var} is not set"))
-                })?;
-                opts = opts.user_and_password(u.clone(), p);
-            }
-            (None, None) => {}
-            _ => {
-                return Err(ConsumeError::Settings(
-                    "[consume] user and password_env go together".into(),
-                ))
-            }
-        }
-        let addrs = settings.server_addrs().map_err(ConsumeError::Settings)?;
-        let client = opts
-            .connect(addrs)
-            .await
-            .map_err(|e| ConsumeError::Connect {
-                url: settings.url.clone(),
-                reason: e.to_string(),
-            })?;
+        let client = connect_nats(&settings, &instance).await?;
         let js = jetstream::new(client.clone());
         let window = Duration::from_secs(settings.dedupe_window_s);
         let wakes = js
@@ -427,24 +490,7 @@ impl WakeConsumer {
                 ))
             })?;
         }
-        let consumer = wakes
-            .get_or_create_consumer(
-                &settings.consumer,
-                pull::Config {
-                    durable_name: Some(settings.consumer.clone()),
-                    description: Some("fleetwake wake requests".into()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(settings.ack_wait_s),
-                    // Slack over max_deliver so that the last delivery's
-                    // result is published even after a crash or two.
-                    max_deliver: (settings.max_deliver + 3).min(i64::MAX as u64) as i64,
-                    max_ack_pending: settings.max_ack_pending,
-                    filter_subject: settings.filter_subject.clone().unwrap_or_default(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| ConsumeError::Setup(format!("consumer {}: {e}", settings.consumer)))?;
+        let consumer = durable_consumer(&wakes, &settings).await?;
         tracing::info!(
             stream = %settings.stream,
             consumer = %settings.consumer,
@@ -454,16 +500,17 @@ impl WakeConsumer {
             "connected to JetStream"
         );
         Ok(WakeConsumer {
-            client,
             consumer,
             ctx: Arc::new(Ctx {
-                js,
+                nats: ArcSwap::from_pointee(Nats { client, js }),
                 engine,
                 settings,
                 push,
                 instance,
                 metrics: QueueMetrics::new(),
                 counts: Arc::new(ConsumeCounts::default()),
+                progress: Progress::new(),
+                publish_warning: WarnEvery::new(Duration::from_secs(5)),
             }),
         })
     }
@@ -489,19 +536,15 @@ impl WakeConsumer {
         mut stop: watch::Receiver<bool>,
         readiness: Option<Arc<Readiness>>,
     ) -> ConsumeSummary {
-        let WakeConsumer {
-            client,
-            consumer,
-            ctx,
-        } = self;
+        let WakeConsumer { mut consumer, ctx } = self;
         let s = &ctx.settings;
         let watcher = {
-            let client = client.clone();
             let readiness = readiness.clone();
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 loop {
-                    let up = client.connection_state() == async_nats::connection::State::Connected;
+                    let up = ctx.nats.load().client.connection_state()
+                        == async_nats::connection::State::Connected;
                     ctx.metrics.connected.set(if up { 1.0 } else { 0.0 });
                     if let Some(r) = &readiness {
                         r.set_upstream(up);
@@ -513,9 +556,24 @@ impl WakeConsumer {
         let slots = Arc::new(Semaphore::new(s.in_flight));
         let mut tasks: JoinSet<()> = JoinSet::new();
         let expires = Duration::from_millis(s.fetch_expires_ms);
+        // How often the watchdog looks (it acts after `watchdog_s` of nothing).
+        let mut watchdog = tokio::time::interval(Duration::from_secs(s.watchdog_s.div_ceil(4)));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let pull_warning = WarnEvery::new(Duration::from_secs(5));
+        // Pull requests that ended with an error in a row: each waits longer.
+        let mut failed_pulls: u32 = 0;
+        ctx.progress.touch();
         let mut stopping = *stop.borrow();
         while !stopping {
             while tasks.try_join_next().is_some() {}
+            if failed_pulls > 0 {
+                let pause = Duration::from_millis(100u64 << failed_pulls.min(5))
+                    .min(Duration::from_secs(2));
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
             let mut permits = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -529,66 +587,109 @@ impl WakeConsumer {
                 }
             }
             let want = permits.num_permits();
-            let batch = consumer
-                .batch()
-                .max_messages(want)
-                .expires(expires)
-                .messages()
-                .await;
+            // Making the pull request is bounded too: its server may be gone.
+            let batch = tokio::time::timeout(
+                WATCHDOG_REQUEST_TIMEOUT,
+                consumer
+                    .batch()
+                    .max_messages(want)
+                    .expires(expires)
+                    .messages(),
+            )
+            .await;
             // The server ends a pull request at `expires`. If the server that
             // held it dies (a cluster node, or the consumer's leader moving),
             // no end ever comes: give up on the request a little later and
             // pull again (anything still delivered to it is redelivered after
             // ack_wait).
             let deadline = tokio::time::Instant::now() + expires + PULL_GRACE;
-            let mut batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "pull request failed; retrying in 1 s");
-                    drop(permits);
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            let mut rebuild_for: Option<String> = None;
+            match batch {
+                Ok(Ok(mut batch)) => {
+                    let mut delivered = false;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            m = batch.next() => match m {
+                                None => break,
+                                Some(Err(e)) => {
+                                    if !delivered {
+                                        failed_pulls += 1;
+                                        ctx.metrics.pulls_failed.increment(1);
+                                        if let Some(n) = pull_warning.check() {
+                                            tracing::warn!(error = %e, quiet_since_last = n, "a pull request ended with an error; pulling again after a pause");
+                                        }
+                                    }
+                                    break;
+                                }
+                                Some(Ok(msg)) => {
+                                    delivered = true;
+                                    failed_pulls = 0;
+                                    ctx.progress.touch();
+                                    if stopping {
+                                        release(&ctx, &msg).await;
+                                        continue;
+                                    }
+                                    match permits.split(1) {
+                                        Some(p) => {
+                                            tasks.spawn(handle(ctx.clone(), msg, p));
+                                        }
+                                        // More messages than asked for: cannot happen; release it.
+                                        None => release(&ctx, &msg).await,
+                                    }
+                                }
+                            },
+                            _ = stop.wait_for(|s| *s), if !stopping => {
+                                stopping = true;
+                                tracing::info!("stop requested: no new pull requests; draining");
+                            }
+                            _ = tokio::time::sleep_until(deadline) => {
+                                tracing::warn!(
+                                    "a pull request got no end from the server (a node lost?); pulling again"
+                                );
+                                ctx.metrics.pulls_abandoned.increment(1);
+                                break;
+                            }
+                            _ = watchdog.tick(), if !stopping => {
+                                rebuild_for = stalled(&ctx, &consumer, slots.available_permits() + permits.num_permits()).await;
+                                if rebuild_for.is_some() {
+                                    break;
+                                }
+                            }
+                        }
                     }
                 }
-            };
-            loop {
-                tokio::select! {
-                    biased;
-                    m = batch.next() => match m {
-                        None => break,
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "pull request ended");
-                            break;
-                        }
-                        Some(Ok(msg)) => {
-                            if stopping {
-                                release(&ctx, &msg).await;
-                                continue;
-                            }
-                            match permits.split(1) {
-                                Some(p) => {
-                                    tasks.spawn(handle(ctx.clone(), msg, p));
-                                }
-                                // More messages than asked for: cannot happen; release it.
-                                None => release(&ctx, &msg).await,
-                            }
-                        }
-                    },
-                    _ = stop.wait_for(|s| *s), if !stopping => {
-                        stopping = true;
-                        tracing::info!("stop requested: no new pull requests; draining");
+                Ok(Err(e)) => {
+                    failed_pulls += 1;
+                    ctx.metrics.pulls_failed.increment(1);
+                    if let Some(n) = pull_warning.check() {
+                        tracing::warn!(error = %e, quiet_since_last = n, "a pull request could not be made; pulling again after a pause");
                     }
-                    _ = tokio::time::sleep_until(deadline) => {
-                        tracing::warn!(
-                            "a pull request got no end from the server (a node lost?); pulling again"
-                        );
-                        ctx.metrics.pulls_abandoned.increment(1);
-                        break;
+                }
+                Err(_) => {
+                    failed_pulls += 1;
+                    ctx.metrics.pulls_failed.increment(1);
+                    if let Some(n) = pull_warning.check() {
+                        tracing::warn!(quiet_since_last = n, "a pull request could not be made within 5 s; pulling again after a pause");
                     }
                 }
             }
+            let free = slots.available_permits() + permits.num_permits();
             drop(permits);
+            if rebuild_for.is_none() && failed_pulls > 0 && !stopping {
+                // Pull requests that cannot even be made get no watchdog tick
+                // above: look here.
+                rebuild_for = stalled(&ctx, &consumer, free).await;
+            }
+            if let Some(why) = rebuild_for {
+                tracing::debug!(%why, "rebuilding the pull subscription");
+                if let Some(c) = rebuild(&ctx).await {
+                    consumer = c;
+                    failed_pulls = 0;
+                }
+                // Whether or not it worked, the next look is a full interval away.
+                ctx.progress.touch();
+            }
             if *stop.borrow() {
                 stopping = true;
             }
@@ -609,6 +710,7 @@ impl WakeConsumer {
             );
             tasks.shutdown().await;
         }
+        let client = ctx.nats.load().client.clone();
         if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
             tracing::warn!(error = %e, "flushing acks to NATS timed out");
         }
@@ -625,6 +727,179 @@ impl WakeConsumer {
     }
 }
 
+/// Connects to the NATS servers of `settings` with its credentials.
+async fn connect_nats(
+    settings: &ConsumeSettings,
+    instance: &str,
+) -> Result<async_nats::Client, ConsumeError> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(format!("fleetwake-consume {instance}"))
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(var) = &settings.token_env {
+        let t = std::env::var(var).map_err(|_| {
+            ConsumeError::Settings(format!("[consume] token_env: {var} is not set"))
+        })?;
+        opts = opts.token(t);
+    }
+    match (&settings.user, &settings.password_env) {
+        (Some(u), Some(var)) => {
+            let p = std::env::var(var).map_err(|_| {
+                ConsumeError::Settings(format!("[consume] password_env: {var} is not set"))
+            })?;
+            opts = opts.user_and_password(u.clone(), p);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(ConsumeError::Settings(
+                "[consume] user and password_env go together".into(),
+            ))
+        }
+    }
+    let addrs = settings.server_addrs().map_err(ConsumeError::Settings)?;
+    opts.connect(addrs)
+        .await
+        .map_err(|e| ConsumeError::Connect {
+            url: settings.url.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// The durable pull consumer every instance shares, created if missing.
+async fn durable_consumer(
+    wakes: &stream::Stream,
+    settings: &ConsumeSettings,
+) -> Result<jetstream::consumer::PullConsumer, ConsumeError> {
+    wakes
+        .get_or_create_consumer(
+            &settings.consumer,
+            pull::Config {
+                durable_name: Some(settings.consumer.clone()),
+                description: Some("fleetwake wake requests".into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(settings.ack_wait_s),
+                // Slack over max_deliver so that the last delivery's
+                // result is published even after a crash or two.
+                max_deliver: (settings.max_deliver + 3).min(i64::MAX as u64) as i64,
+                max_ack_pending: settings.max_ack_pending,
+                filter_subject: settings.filter_subject.clone().unwrap_or_default(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| ConsumeError::Setup(format!("consumer {}: {e}", settings.consumer)))
+}
+
+/// How long the watchdog waits for each JetStream request it makes.
+const WATCHDOG_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The watchdog's check: `Some(reason)` when nothing has moved for
+/// `watchdog_s` although the consumer says messages wait for this instance.
+/// Nothing to deliver, or every ack slot of the consumer held (by other
+/// instances), is not a stall.
+async fn stalled(
+    ctx: &Ctx,
+    consumer: &jetstream::consumer::PullConsumer,
+    free_slots: usize,
+) -> Option<String> {
+    let idle = ctx.progress.idle();
+    if idle < Duration::from_secs(ctx.settings.watchdog_s) || free_slots == 0 {
+        return None;
+    }
+    let info = tokio::time::timeout(WATCHDOG_REQUEST_TIMEOUT, consumer.get_info()).await;
+    match info {
+        Ok(Ok(info)) => {
+            let window_full = i64::try_from(info.num_ack_pending)
+                .is_ok_and(|n| n >= ctx.settings.max_ack_pending);
+            if info.num_pending == 0 || window_full {
+                // Idle for a good reason: look again in one watchdog interval.
+                ctx.progress.touch();
+                return None;
+            }
+            let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+            tracing::warn!(
+                idle_s = idle.as_secs(),
+                num_pending = info.num_pending,
+                num_ack_pending = info.num_ack_pending,
+                leader = leader.as_deref().unwrap_or("-"),
+                free_slots,
+                "watchdog: no message delivered and no result made while messages wait; \
+                 rebuilding the pull subscription"
+            );
+            Some(format!(
+                "{} pending, {} awaiting ack, leader {}",
+                info.num_pending,
+                info.num_ack_pending,
+                leader.as_deref().unwrap_or("-")
+            ))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(idle_s = idle.as_secs(), error = %e, "watchdog: nothing moved and the consumer's info cannot be read; rebuilding the pull subscription");
+            Some(format!("consumer info: {e}"))
+        }
+        Err(_) => {
+            tracing::warn!(idle_s = idle.as_secs(), "watchdog: nothing moved and the consumer's info did not come within 5 s; rebuilding the pull subscription");
+            Some("consumer info timed out".into())
+        }
+    }
+}
+
+/// Rebuilds the pull subscription: a fresh handle to the durable consumer
+/// (created again if it was deleted), over the same connection; if that
+/// fails, over a new connection. `None` when both failed (the watchdog tries
+/// again later).
+async fn rebuild(ctx: &Ctx) -> Option<jetstream::consumer::PullConsumer> {
+    let s = &ctx.settings;
+    let again = |js: jetstream::Context| async move {
+        let wakes = js
+            .get_stream(&s.stream)
+            .await
+            .map_err(|e| format!("stream {}: {e}", s.stream))?;
+        durable_consumer(&wakes, s).await.map_err(|e| e.to_string())
+    };
+    let timeout = WATCHDOG_REQUEST_TIMEOUT * 2;
+    match tokio::time::timeout(timeout, again(ctx.js())).await {
+        Ok(Ok(c)) => {
+            ctx.metrics.rebuilt_subscription.increment(1);
+            tracing::info!("watchdog: pull subscription rebuilt");
+            return Some(c);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "watchdog: the consumer cannot be reached; reconnecting to NATS")
+        }
+        Err(_) => tracing::warn!("watchdog: the consumer did not answer; reconnecting to NATS"),
+    }
+    let client = match tokio::time::timeout(timeout, connect_nats(s, &ctx.instance)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "watchdog: reconnecting to NATS failed; trying again later");
+            return None;
+        }
+        Err(_) => {
+            tracing::error!("watchdog: reconnecting to NATS timed out; trying again later");
+            return None;
+        }
+    };
+    let js = jetstream::new(client.clone());
+    match tokio::time::timeout(timeout, again(js.clone())).await {
+        Ok(Ok(c)) => {
+            // Messages already delivered keep their own (old) connection for
+            // their acks; it closes when the last of them is done.
+            ctx.nats.store(Arc::new(Nats { client, js }));
+            ctx.metrics.rebuilt_connection.increment(1);
+            tracing::info!("watchdog: reconnected to NATS and rebuilt the pull subscription");
+            Some(c)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "watchdog: the consumer cannot be reached over a new connection either; trying again later");
+            None
+        }
+        Err(_) => {
+            tracing::error!("watchdog: the consumer did not answer over a new connection either; trying again later");
+            None
+        }
+    }
+}
+
 /// Nak without delay: the message was not worked on here.
 async fn release(ctx: &Ctx, msg: &jetstream::Message) {
     if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
@@ -637,6 +912,7 @@ async fn release(ctx: &Ctx, msg: &jetstream::Message) {
 async fn handle(ctx: Arc<Ctx>, msg: jetstream::Message, _slot: OwnedSemaphorePermit) {
     ctx.metrics.in_flight.increment(1.0);
     handle_inner(&ctx, &msg).await;
+    ctx.progress.touch();
     ctx.metrics.in_flight.decrement(1.0);
 }
 
@@ -723,7 +999,7 @@ async fn handle_inner(ctx: &Ctx, msg: &jetstream::Message) {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "cannot encode a result row");
-            return publish_failed(ctx, msg).await;
+            return publish_failed(ctx, msg, deliveries).await;
         }
     };
     let mut headers = HeaderMap::new();
@@ -738,8 +1014,10 @@ async fn handle_inner(ctx: &Ctx, msg: &jetstream::Message) {
             ctx.metrics.acked.increment(1);
         }
         Err(e) => {
-            tracing::warn!(error = %e, "publishing a result failed; nak");
-            publish_failed(ctx, msg).await
+            if let Some(n) = ctx.publish_warning.check() {
+                tracing::warn!(error = %e, quiet_since_last = n, "publishing a result failed; nak with backoff");
+            }
+            publish_failed(ctx, msg, deliveries).await
         }
     }
 }
@@ -751,19 +1029,21 @@ async fn publish_confirmed(
     body: Vec<u8>,
 ) -> Result<(), String> {
     let ack = ctx
-        .js
+        .js()
         .publish_with_headers(subject.to_string(), headers, body.into())
         .await
         .map_err(|e| e.to_string())?;
     ack.await.map(|_| ()).map_err(|e| e.to_string())
 }
 
-async fn publish_failed(ctx: &Ctx, msg: &jetstream::Message) {
+/// A publish failed (a results stream without a leader, NATS away): nak with
+/// the consumer's backoff, so that a long outage does not spend the message's
+/// deliveries at one a second.
+async fn publish_failed(ctx: &Ctx, msg: &jetstream::Message, deliveries: u64) {
     ctx.counts.publish_failed.fetch_add(1, Ordering::Relaxed);
     ctx.metrics.publish_failed.increment(1);
-    let _ = msg
-        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-        .await;
+    let delay = ctx.settings.nak_delay(deliveries, None);
+    let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
 }
 
 /// Header-safe text: printable ASCII, at most 512 bytes.
@@ -815,8 +1095,10 @@ async fn dead_letter(
             ctx.metrics.dead_lettered.increment(1);
         }
         Err(e) => {
-            tracing::warn!(error = %e, "publishing a dead letter failed; nak");
-            publish_failed(ctx, msg).await
+            if let Some(n) = ctx.publish_warning.check() {
+                tracing::warn!(error = %e, quiet_since_last = n, "publishing a dead letter failed; nak with backoff");
+            }
+            publish_failed(ctx, msg, deliveries).await
         }
     }
 }

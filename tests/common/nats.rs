@@ -91,44 +91,79 @@ pub fn spawn_consumer(config: &Path, instance: &str) -> Proc {
     spawn_consumer_log(config, instance, "warn")
 }
 
-/// A consumer process; killed if a failing test drops it still running.
-pub struct Proc(pub Child);
+/// A consumer process; killed if a failing test drops it still running. Its
+/// stderr is read all the time by a thread: a pipe nobody reads fills at 64
+/// KiB, and then the process blocks on its next log line (that once looked
+/// like a consumer stall, see docs/RELIABILITY.md).
+pub struct Proc {
+    child: Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
 
 impl std::ops::Deref for Proc {
     type Target = Child;
     fn deref(&self) -> &Child {
-        &self.0
+        &self.child
     }
 }
 
 impl std::ops::DerefMut for Proc {
     fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
+        &mut self.child
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
 
+impl Proc {
+    /// Wraps a child spawned with `stderr(Stdio::piped())`, reading it at once.
+    pub fn new(mut child: Child) -> Proc {
+        let stderr = child.stderr.take().map(|mut e| {
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut bytes = Vec::new();
+                let _ = e.read_to_end(&mut bytes);
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        });
+        Proc { child, stderr }
+    }
+}
+
+/// `fleetwake consume` with its stderr piped (not read yet).
+fn consume_command(config: &Path, instance: &str, log: &str) -> Child {
+    Command::new(BIN)
+        .args(["consume", "--config"])
+        .arg(config)
+        .env(SECRET_VAR, "test-secret")
+        .env("FLEETWAKE_CONSUME__INSTANCE_ID", instance)
+        .env("FLEETWAKE_LOG", log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A consumer whose stderr is a pipe that nobody reads (returned as is).
+pub fn spawn_consumer_unread(
+    config: &Path,
+    instance: &str,
+    log: &str,
+) -> (Proc, std::process::ChildStderr) {
+    let mut child = consume_command(config, instance, log);
+    let stderr = child.stderr.take().expect("piped");
+    (Proc::new(child), stderr)
+}
+
 pub fn spawn_consumer_log(config: &Path, instance: &str, log: &str) -> Proc {
-    Proc(
-        Command::new(BIN)
-            .args(["consume", "--config"])
-            .arg(config)
-            .env(SECRET_VAR, "test-secret")
-            .env("FLEETWAKE_CONSUME__INSTANCE_ID", instance)
-            .env("FLEETWAKE_LOG", log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
+    Proc::new(consume_command(config, instance, log))
 }
 
 /// SIGTERM, then the exit code and stderr.
@@ -139,12 +174,13 @@ pub fn terminate(mut child: Proc) -> (Option<i32>, String) {
         .unwrap()
         .success();
     assert!(ok);
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
-    (child.wait().unwrap().code(), stderr)
+    let code = child.wait().unwrap().code();
+    let stderr = child
+        .stderr
+        .take()
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
+    (code, stderr)
 }
 
 pub async fn js() -> jetstream::Context {
