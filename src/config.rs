@@ -63,6 +63,12 @@ pub struct EngineSection {
     pub queue_per_shard: Option<usize>,
     /// Seconds a rejected credential is remembered before asking again.
     pub credential_retry_interval_s: Option<u64>,
+    /// Seconds a token endpoint or channel host must fail before its breaker
+    /// opens (default 10).
+    pub breaker_open_after_s: Option<u64>,
+    /// At an open breaker: `fail` (end the wake at once, retryable; default)
+    /// or `wait` (wait for the breaker, up to the deadline).
+    pub when_open: Option<crate::engine::WhenOpen>,
 }
 
 /// `[push]`: defaults for every wake.
@@ -497,6 +503,12 @@ impl Config {
         }
         if let Some(s) = self.file.engine.credential_retry_interval_s {
             ec.credential_retry_interval = Duration::from_secs(s);
+        }
+        if let Some(s) = self.file.engine.breaker_open_after_s {
+            ec.breaker.open_after = Duration::from_secs(s.clamp(1, 3600));
+        }
+        if let Some(w) = self.file.engine.when_open {
+            ec.breaker.when_open = w;
         }
         let mut b = EngineBuilder::default()
             .config(ec)

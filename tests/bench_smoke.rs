@@ -68,3 +68,45 @@ fn bad_arguments_exit_2() {
         .expect("run fleetwake bench");
     assert_eq!(out.status.code(), Some(2), "no --count or --duration");
 }
+
+/// A target that is not running: the bench stops within seconds with the
+/// reason (what failed, where, the OS error) and exit code 5, instead of
+/// grinding through every wake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_is_not_running_stops_the_bench_with_the_reason() {
+    let emu = fleetwake::emulator::EmulatorConfig::default()
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, emu.ca_pem().unwrap()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    let t0 = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["bench", "--target", &target, "--count", "3000", "--ca"])
+            .arg(&ca)
+            .env("FLEETWAKE_LOG", "error")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let took = t0.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{took:?}: {stderr}");
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach the target 127.0.0.1:{port}"))
+            && stderr.contains("Connection refused"),
+        "{stderr}"
+    );
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    emu.shutdown().await;
+}

@@ -435,3 +435,162 @@ fn help_has_examples_everywhere() {
         );
     }
 }
+
+/// Runs the campaign, which must exit 0; its report's rows.
+fn campaign_ok(
+    config: &Path,
+    devices: &Path,
+    report: &Path,
+) -> Vec<fleetwake::campaign::report::ReportRow> {
+    let out = campaign(config, devices, report).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_report(report)
+}
+
+/// A config whose WNS host is the emulator and whose `login.live.com` is
+/// `token_addr` (a closed port while the endpoint is "down").
+fn config_with_token_endpoint(
+    dir: &Path,
+    emu: &EmulatorHandle,
+    token_addr: &str,
+    extra: &str,
+) -> PathBuf {
+    let path = write_config(dir, emu, "rate_per_second = 20000\nburst = 2000");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace(
+        &format!("\"login.live.com={}\"", emu.local_addr()),
+        &format!("\"login.live.com={token_addr}\""),
+    );
+    std::fs::write(&path, format!("{text}\n{extra}\n")).unwrap();
+    path
+}
+
+/// The token endpoint cannot be reached (a closed port) for a 20,000-device
+/// campaign: within seconds the tenant's breaker opens, the campaign stops
+/// with one clear error (host, address, OS error) and exit code 5, writes no
+/// row for the devices it never tried and keeps its checkpoint; the same
+/// command, once the endpoint is back, wakes every device exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_token_endpoint_stops_the_campaign_and_a_rerun_wakes_everyone() {
+    let emu = common::emulator(HttpVersions::Both).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("127.0.0.1:{}", common::closed_port());
+    let config = config_with_token_endpoint(dir.path(), &emu, &dead, "");
+    let devices = dir.path().join("fleet.csv");
+    let mut csv = String::from("device_id,channel_uri,tenant\n");
+    for i in 0..20_000 {
+        csv.push_str(&format!(
+            "d{i},https://db5p.notify.windows.com/?token=ok.{i},contoso\n"
+        ));
+    }
+    std::fs::write(&devices, csv).unwrap();
+    let report = dir.path().join("wake.jsonl");
+
+    let t0 = Instant::now();
+    let out = campaign(&config, &devices, &report).output().unwrap();
+    let took = t0.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("endpoint down: exit {:?} after {took:?}", out.status.code());
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    let said: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    eprintln!("{}", said.join("\n"));
+    assert!(
+        said.iter().any(|l| l.contains("devices not tried")
+            && l.contains(&format!("connect login.live.com ({dead})"))
+            && l.contains("Connection refused")),
+        "one clear error with the host, the address and the OS error: {stderr}"
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "stopped within seconds, not after trying every device: {took:?}"
+    );
+    let rows = if report.exists() {
+        read_report(&report)
+    } else {
+        Vec::new()
+    };
+    assert!(
+        rows.is_empty(),
+        "no row for a device never tried: {}",
+        rows.len()
+    );
+    assert_eq!(emu.stats().pushes_total, 0);
+    let cp: fleetwake::campaign::checkpoint::Checkpoint =
+        serde_json::from_slice(&std::fs::read(dir.path().join("wake.jsonl.checkpoint")).unwrap())
+            .unwrap();
+    assert!(!cp.complete, "the checkpoint is kept for the rerun");
+
+    // The endpoint is back: the same command wakes every device, once.
+    let config = config_with_token_endpoint(dir.path(), &emu, &emu.local_addr().to_string(), "");
+    let rows = campaign_ok(&config, &devices, &report);
+    assert_eq!(rows.len(), 20_000, "one row per device");
+    let ids: std::collections::HashSet<_> = rows.iter().map(|r| r.device_id.clone()).collect();
+    assert_eq!(ids.len(), 20_000);
+    assert!(rows.iter().all(|r| r.outcome == "received"));
+    assert_eq!(emu.stats().pushes_total, 20_000);
+}
+
+/// Two tenants, one whose token endpoint is down (Package SID at
+/// login.live.com, a closed port) and one that works (Entra ID): the first is
+/// stopped (no rows, exit 5, its error) while the other's devices are woken;
+/// the rerun wakes the first tenant's devices only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_token_endpoint_is_down_is_stopped_and_the_others_go_on() {
+    let emu = common::emulator(HttpVersions::Both).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("127.0.0.1:{}", common::closed_port());
+    let entra = format!(
+        "[engine]\nbreaker_open_after_s = 2\n\n[tenants.fabrikam]\nentra_tenant_id = \"fab\"\nclient_id = \"app-1\"\nsecret_env = \"{SECRET_VAR}\"\nrate_per_second = 20000\nburst = 2000\n"
+    );
+    // Package SID (contoso) at the dead port, Entra ID (fabrikam) at the emulator.
+    let two_tenants = |token_addr: &str| {
+        let config = config_with_token_endpoint(dir.path(), &emu, token_addr, &entra);
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "resolve = [",
+            &format!(
+                "resolve = [\"login.microsoftonline.com={}\", ",
+                emu.local_addr()
+            ),
+        );
+        std::fs::write(&config, text).unwrap();
+        config
+    };
+    let config = two_tenants(&dead);
+    let devices = dir.path().join("fleet.csv");
+    let mut csv = String::from("device_id,channel_uri,tenant\n");
+    for i in 0..2_000 {
+        let t = if i % 2 == 0 { "contoso" } else { "fabrikam" };
+        csv.push_str(&format!(
+            "d{i},https://db5p.notify.windows.com/?token=ok.{i},{t}\n"
+        ));
+    }
+    std::fs::write(&devices, csv).unwrap();
+    let report = dir.path().join("wake.jsonl");
+    let out = campaign(&config, &devices, &report).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("devices not tried: tenant \"contoso\""),
+        "{stderr}"
+    );
+    let rows = read_report(&report);
+    assert_eq!(
+        rows.len(),
+        1_000,
+        "only the working tenant's devices have rows"
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r.tenant.as_deref() == Some("fabrikam") && r.outcome == "received"));
+
+    let config = two_tenants(&emu.local_addr().to_string());
+    let rows = campaign_ok(&config, &devices, &report);
+    assert_eq!(rows.len(), 2_000);
+    assert!(rows.iter().all(|r| r.outcome == "received"));
+    assert_eq!(emu.stats().pushes_total, 2_000, "nobody was woken twice");
+}

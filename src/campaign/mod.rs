@@ -20,6 +20,11 @@
 //! - The report is the journal. Rows of finished pushes are flushed as soon as no
 //!   other finished push is ready, so after a SIGKILL only the pushes that were in
 //!   flight (plus that last handful) are sent again on resume.
+//! - A device that was never tried because its tenant's token endpoint, or its
+//!   channel host, is down (an open breaker: nothing was pushed) gets no row:
+//!   the checkpoint stays below it and is not marked complete, so running the
+//!   same command again wakes it. When every tenant's token breaker is open,
+//!   reading stops: nothing could be tried.
 
 pub mod checkpoint;
 pub mod dedupe;
@@ -163,6 +168,30 @@ pub struct CampaignRun {
     pub duration: Duration,
     /// Per-second progress of this run.
     pub timeline: Vec<TimelinePoint>,
+    /// Devices not tried because an endpoint was down, by what was down
+    /// (`tenant NAME` or `host HOST`); they have no row and a run of the same
+    /// command wakes them.
+    pub not_tried: Vec<NotTried>,
+    /// Reading stopped before this input line because every tenant's token
+    /// endpoint was down; the rest of the input was not tried either.
+    pub stopped_reading_at: Option<u64>,
+}
+
+/// Devices a campaign could not try: their token endpoint or channel host was down.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NotTried {
+    /// `tenant NAME` or `host HOST`.
+    pub what: String,
+    /// How many devices.
+    pub devices: u64,
+    /// The last error: what failed, where, the OS error.
+    pub error: String,
+}
+
+/// True when `o` ended undelivered because an endpoint was down: no token
+/// could be had, or an open breaker (see [`Outcome::endpoint_down`]).
+pub fn untried_for_outage(o: &Outcome) -> bool {
+    o.endpoint_down
 }
 
 /// A campaign that cannot run.
@@ -324,6 +353,8 @@ pub async fn run<R: BufRead + Send + 'static>(
                 resumed_skipped: 0,
                 duration: started.elapsed(),
                 timeline: Vec::new(),
+                not_tried: Vec::new(),
+                stopped_reading_at: None,
             });
         }
     }
@@ -370,6 +401,11 @@ pub async fn run<R: BufRead + Send + 'static>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_checkpoint = Instant::now();
     let push = opts.push.clone();
+    // Devices not tried for an outage: the first such line (the checkpoint
+    // stays below it) and, by what was down, how many and the last error.
+    let mut first_untried: Option<u64> = None;
+    let mut not_tried: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+    let mut outage_stop = false;
 
     let mut writer = RowWriter {
         out: &mut out,
@@ -426,10 +462,50 @@ pub async fn run<R: BufRead + Send + 'static>(
                     }
                 }
             },
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                if reading && !outage_stop && !not_tried.is_empty() && engine.health().all_tenants_down() {
+                    outage_stop = true;
+                    reading = false;
+                    rows.close();
+                    tracing::error!("every tenant's token endpoint is down: the campaign stops reading; the checkpoint is kept");
+                }
+            }
             else => break,
         }
         for (meta, outcome) in completed {
+            if untried_for_outage(&outcome) {
+                // Nothing was pushed: no row, so a resume wakes this device
+                // and those waiting on its channel.
+                table.set(meta.key, ChannelState::New);
+                let what = if outcome.kind == OutcomeKind::TokenUnavailable {
+                    format!("tenant {:?}", meta.tenant)
+                } else {
+                    format!("host {}", meta.channel.host())
+                };
+                let mut lines = vec![meta.line];
+                lines.extend(
+                    dup_waiters
+                        .remove(&meta.key)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|d| d.line),
+                );
+                let entry = not_tried.entry(what).or_default();
+                entry.0 += lines.len() as u64;
+                entry.1 = outcome.detail.clone().unwrap_or_default();
+                for line in lines {
+                    outstanding.remove(&line);
+                    first_untried = Some(first_untried.map_or(line, |f| f.min(line)));
+                }
+                if reading && !outage_stop && engine.health().all_tenants_down() {
+                    // No tenant can get a token: nothing further could be tried.
+                    outage_stop = true;
+                    reading = false;
+                    rows.close();
+                    tracing::error!("every tenant's token endpoint is down: the campaign stops reading; the checkpoint is kept");
+                }
+                continue;
+            }
             if outcome.kind == OutcomeKind::ShutDown {
                 // Never sent: no row, the line stays below the watermark, and
                 // devices waiting on this channel are left for the resume too.
@@ -462,12 +538,17 @@ pub async fn run<R: BufRead + Send + 'static>(
         let finished = !reading && inflight.is_empty() && (dup_waiters.is_empty() || interrupted);
         if finished || last_checkpoint.elapsed() >= opts.checkpoint_every {
             let watermark = outstanding.first().copied().unwrap_or(next_line);
+            let watermark = first_untried.map_or(watermark, |f| f.min(watermark));
             let cp = Checkpoint {
                 version: 1,
                 fingerprint: opts.fingerprint.clone(),
                 watermark_line: watermark,
                 report_bytes: *writer.bytes,
-                complete: finished && !interrupted && strict_stop.is_none(),
+                complete: finished
+                    && !interrupted
+                    && strict_stop.is_none()
+                    && first_untried.is_none()
+                    && !outage_stop,
                 interrupted,
                 updated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             };
@@ -502,6 +583,15 @@ pub async fn run<R: BufRead + Send + 'static>(
         resumed_skipped: skipped.max(skipped_before),
         duration: started.elapsed(),
         timeline,
+        not_tried: not_tried
+            .into_iter()
+            .map(|(what, (devices, error))| NotTried {
+                what,
+                devices,
+                error,
+            })
+            .collect(),
+        stopped_reading_at: outage_stop.then_some(next_line),
     })
 }
 

@@ -370,7 +370,16 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
         HttpArg::H2 => connections.max(1) * 100,
         HttpArg::H1 => connections.max(1),
     }));
-    let mut builder = Engine::builder().transport(transport).tenant(tenant);
+    // A target that refuses every connection (or a token endpoint that fails)
+    // for 2 s is down: its breaker opens, the wakes end at once, and the run
+    // stops with the reason instead of grinding through every wake.
+    let mut engine_config = crate::engine::EngineConfig::default();
+    engine_config.breaker.open_after = BREAKER_OPEN_AFTER;
+    engine_config.breaker.when_open = crate::engine::WhenOpen::Fail;
+    let mut builder = Engine::builder()
+        .config(engine_config)
+        .transport(transport)
+        .tenant(tenant);
     if let Some(s) = a.shards {
         builder = builder.shards(s);
     }
@@ -394,6 +403,7 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
         intervals: Mutex::new(Vec::new()),
     });
 
+    let down: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     // Warm-up: opens the connections and fetches the token; not measured.
     if a.warmup > 0 {
         let warm = Ctx {
@@ -406,7 +416,12 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
             intervals: Mutex::new(Vec::new()),
         };
         let warm = Arc::new(warm);
+        let watch = watch_breakers(engine.clone(), warm.clone(), down.clone());
         closed_loop(&warm, concurrency, Amount::Count(a.warmup)).await;
+        watch.abort();
+        if let Some(why) = down.lock().clone() {
+            return Ok(target_down(&a.target, &why));
+        }
         let failed =
             a.warmup - warm.rec.outcomes[OutcomeKind::Received.index()].load(Ordering::Relaxed);
         if failed == a.warmup {
@@ -430,10 +445,12 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
             interval_reporter(ctx, start, Duration::from_secs_f64(s), json).await
         })
     });
+    let watch = watch_breakers(engine.clone(), ctx.clone(), down.clone());
     match a.rate {
         Some(rate) => open_loop(&ctx, rate, amount, outstanding, start).await,
         None => closed_loop(&ctx, concurrency, amount).await,
     }
+    watch.abort();
     let elapsed = start.elapsed();
     let cpu1 = cpu_times();
     ctx.stop.store(true, Ordering::Release);
@@ -484,6 +501,9 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
         outcomes,
         intervals: ctx.intervals.lock().clone(),
     };
+    if let Some(why) = down.lock().clone() {
+        return Ok(target_down(&a.target, &why));
+    }
     if a.json {
         match serde_json::to_string(&report) {
             Ok(s) => println!("{s}"),
@@ -533,6 +553,36 @@ fn push_decimal(s: &mut String, n: u64) {
     }
 }
 
+/// How long the target (or its token endpoint) must fail before the bench
+/// calls it down and stops.
+const BREAKER_OPEN_AFTER: Duration = Duration::from_secs(2);
+
+/// Watches the engine's breakers while `ctx` runs: the first one that opens
+/// stops the run and leaves its reason in `down`.
+fn watch_breakers(
+    engine: Engine,
+    ctx: Arc<Ctx>,
+    down: Arc<Mutex<Option<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(why) = engine.health().open_breakers().into_iter().next() {
+                *down.lock() = Some(why);
+                ctx.stop.store(true, Ordering::Release);
+                return;
+            }
+        }
+    })
+}
+
+/// Says that the target could not be reached, and why; the exit code.
+fn target_down(target: &str, why: &str) -> u8 {
+    eprintln!("error: cannot reach the target {target}: {why}");
+    eprintln!("the run was stopped; nothing was measured");
+    super::EXIT_UNAVAILABLE
+}
+
 /// `concurrency` submitters, each sending its next wake when the last one ends.
 async fn closed_loop(ctx: &Arc<Ctx>, concurrency: usize, amount: Amount) {
     let base = ctx.next.load(Ordering::Relaxed);
@@ -549,7 +599,7 @@ async fn closed_loop(ctx: &Arc<Ctx>, concurrency: usize, amount: Amount) {
         let ctx = ctx.clone();
         tasks.spawn(async move {
             loop {
-                if until.is_some_and(|u| Instant::now() >= u) {
+                if until.is_some_and(|u| Instant::now() >= u) || ctx.stop.load(Ordering::Acquire) {
                     break;
                 }
                 let i = ctx.next.fetch_add(1, Ordering::Relaxed);
@@ -600,6 +650,7 @@ async fn open_loop_driver(
             match amount {
                 Amount::Count(n) if i >= n => return None,
                 Amount::Duration(d) if due >= start + d => return None,
+                _ if ctx.stop.load(Ordering::Acquire) => return None,
                 _ => {}
             }
             let now = Instant::now();

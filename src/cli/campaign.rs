@@ -263,6 +263,22 @@ fn finish(
     if run.interrupted {
         eprintln!("interrupted: in-flight wakes were drained and the checkpoint written; run the same command to resume");
     }
+    for n in &run.not_tried {
+        eprintln!(
+            "error: {} devices not tried: {}: {}",
+            n.devices, n.what, n.error
+        );
+    }
+    if let Some(line) = run.stopped_reading_at {
+        eprintln!(
+            "error: every tenant's token endpoint is down: the campaign stopped reading at line {line}; the devices from there on were not tried either"
+        );
+    }
+    if !run.not_tried.is_empty() {
+        eprintln!(
+            "The devices not tried have no row and the checkpoint is kept: run the same command again once the endpoint is back to wake them."
+        );
+    }
     Ok(s)
 }
 
@@ -271,6 +287,8 @@ fn exit_code(run: &CampaignRun, s: &summary::Summary) -> u8 {
         super::EXIT_INTERRUPTED
     } else if run.strict_stop.is_some() {
         super::EXIT_CONFIG
+    } else if !run.not_tried.is_empty() {
+        super::EXIT_UNAVAILABLE
     } else if s.not_received() > 0 {
         super::EXIT_FAILURES
     } else {

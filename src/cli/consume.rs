@@ -92,7 +92,7 @@ pub(crate) async fn run(a: Args) -> u8 {
             return super::EXIT_CONFIG;
         }
     };
-    readiness.set_engine_ready();
+    readiness.set_engine_ready(&engine);
     let consumer = loop {
         match WakeConsumer::connect(settings.clone(), engine.clone(), cfg.push_options()).await {
             Ok(c) => break c,

@@ -6,7 +6,10 @@
 //! - 1: done, but some wakes failed;
 //! - 2: usage, configuration or credential error;
 //! - 3: interrupted (SIGINT/SIGTERM) after draining;
-//! - 4: internal or I/O error.
+//! - 4: internal or I/O error;
+//! - 5: an endpoint was down: a token endpoint or the WNS target could not be
+//!   reached for long enough to open its breaker; what was not tried is left
+//!   for a run of the same command (campaign), or nothing was measured (bench).
 
 mod bench;
 mod campaign;
@@ -39,6 +42,9 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_INTERRUPTED: u8 = 3;
 /// Exit code: internal or I/O error.
 pub const EXIT_INTERNAL: u8 = 4;
+/// Exit code: a token endpoint or the WNS target was down (its breaker opened);
+/// a campaign kept its checkpoint for the devices it could not try.
+pub const EXIT_UNAVAILABLE: u8 = 5;
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -47,6 +53,10 @@ Exit codes:
   2  usage, configuration or credential error
   3  interrupted by SIGINT/SIGTERM (in-flight wakes were drained first)
   4  internal or I/O error
+  5  an endpoint was down: a tenant's token endpoint or the WNS target failed
+     for long enough to open its breaker (campaign: the devices not tried have
+     no row and the checkpoint is kept; run the same command again once it is
+     back)
 
 Logging: FLEETWAKE_LOG filters logs (e.g. FLEETWAKE_LOG=fleetwake=debug); --log-format json.";
 

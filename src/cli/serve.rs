@@ -87,7 +87,7 @@ pub(crate) async fn run(a: Args) -> u8 {
     let mut stop = super::signals::stop_on_signals();
     let (server_stop_tx, server_stop) = tokio::sync::watch::channel(false);
     let server = ops::spawn_server(listener, api.handler(), limits, server_stop);
-    readiness.set_engine_ready();
+    readiness.set_engine_ready(&engine);
     println!("listening on http://{addr}");
     tracing::info!(%addr, "HTTP API ready");
     let _ = stop.wait_for(|s| *s).await;

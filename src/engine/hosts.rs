@@ -7,6 +7,11 @@
 //! an outage. When the interval ends, one request goes first as a probe; the
 //! others wait for its result. Any answer from the host closes the breaker.
 //!
+//! A host that has refused every connection for the breaker's `open_after`
+//! is *open*: the gate says so, with how long and the last error, and the
+//! caller chooses (`BreakerPolicy::when_open`) between ending the wake at
+//! once (retryable, nothing sent) and waiting as before.
+//!
 //! The common case (no host down) costs one atomic load per request.
 
 use std::collections::HashMap;
@@ -14,6 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use crate::transport::TransportErrorKind;
 
 const FIRST: Duration = Duration::from_millis(200);
 const MAX: Duration = Duration::from_secs(5);
@@ -26,13 +33,17 @@ struct Down {
     until: Instant,
     backoff: Duration,
     probe_since: Option<Instant>,
+    /// The first failure since the host last answered.
+    since: Instant,
+    /// The last failure's class and message (host, address, OS error).
+    error: (TransportErrorKind, String),
 }
 
 /// Which hosts are down, and until when.
-#[derive(Default)]
 pub(crate) struct HostHealth {
     any: AtomicBool,
     down: Mutex<HashMap<Box<str>, Down>>,
+    open_after: Duration,
 }
 
 /// What a wake should do about its host.
@@ -41,9 +52,66 @@ pub(crate) enum Gate {
     Go,
     /// Wait until then and ask again.
     WaitUntil(Instant),
+    /// The host has failed for at least `open_after`: the breaker is open.
+    Open(OpenHost),
+}
+
+/// An open host breaker.
+pub(crate) struct OpenHost {
+    /// When to ask again.
+    pub(crate) until: Instant,
+    /// How long the host has been failing.
+    pub(crate) down_for: Duration,
+    /// The last failure.
+    pub(crate) kind: TransportErrorKind,
+    /// Its message.
+    pub(crate) message: String,
+}
+
+/// A host that is down, as [`HostHealth::snapshot`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDown {
+    /// The host.
+    pub host: String,
+    /// How long it has been failing.
+    pub down_for: Duration,
+    /// Whether its breaker is open.
+    pub breaker_open: bool,
+    /// The last failure (host, address, OS error).
+    pub error: String,
 }
 
 impl HostHealth {
+    /// No host down; a breaker opens after `open_after` of failures.
+    pub(crate) fn new(open_after: Duration) -> Self {
+        HostHealth {
+            any: AtomicBool::new(false),
+            down: Mutex::new(HashMap::new()),
+            open_after,
+        }
+    }
+
+    /// The hosts that are down now.
+    pub(crate) fn snapshot(&self) -> Vec<HostDown> {
+        if !self.any.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        self.down
+            .lock()
+            .iter()
+            .map(|(h, d)| {
+                let down_for = now.saturating_duration_since(d.since);
+                HostDown {
+                    host: h.to_string(),
+                    down_for,
+                    breaker_open: down_for >= self.open_after,
+                    error: d.error.1.clone(),
+                }
+            })
+            .collect()
+    }
+
     /// May a request to `host` go now?
     pub(crate) fn gate(&self, host: &str) -> Gate {
         if !self.any.load(Ordering::Acquire) {
@@ -54,11 +122,24 @@ impl HostHealth {
         let Some(d) = down.get_mut(host.to_ascii_lowercase().as_str()) else {
             return Gate::Go;
         };
+        let down_for = now.saturating_duration_since(d.since);
+        let wait = |until: Instant| {
+            if down_for >= self.open_after {
+                Gate::Open(OpenHost {
+                    until,
+                    down_for,
+                    kind: d.error.0,
+                    message: d.error.1.clone(),
+                })
+            } else {
+                Gate::WaitUntil(until)
+            }
+        };
         if now < d.until {
-            return Gate::WaitUntil(d.until);
+            return wait(d.until);
         }
         match d.probe_since {
-            Some(t) if now.duration_since(t) < PROBE_TIMEOUT => Gate::WaitUntil(now + RECHECK),
+            Some(t) if now.duration_since(t) < PROBE_TIMEOUT => wait(now + RECHECK),
             _ => {
                 d.probe_since = Some(now);
                 Gate::Go
@@ -66,8 +147,8 @@ impl HostHealth {
         }
     }
 
-    /// `host` refused a connection or failed TLS.
-    pub(crate) fn failed(&self, host: &str) {
+    /// `host` refused a connection or failed TLS, with this error.
+    pub(crate) fn failed(&self, host: &str, kind: TransportErrorKind, message: &str) {
         let now = Instant::now();
         let mut down = self.down.lock();
         let d = down
@@ -76,7 +157,10 @@ impl HostHealth {
                 until: now,
                 backoff: FIRST / 2,
                 probe_since: None,
+                since: now,
+                error: (kind, String::new()),
             });
+        d.error = (kind, message.to_string());
         // Failures of requests sent before the host went down do not extend it.
         if d.probe_since.is_some() || now >= d.until {
             d.backoff = (d.backoff * 2).min(MAX);
@@ -105,9 +189,9 @@ mod tests {
 
     #[test]
     fn breaker_opens_probes_and_closes() {
-        let h = HostHealth::default();
+        let h = HostHealth::new(Duration::from_secs(60));
         assert!(matches!(h.gate("a"), Gate::Go));
-        h.failed("A");
+        h.failed("A", TransportErrorKind::Connect, "refused");
         let Gate::WaitUntil(t) = h.gate("a") else {
             panic!("down")
         };
@@ -122,12 +206,42 @@ mod tests {
             matches!(h.gate("a"), Gate::WaitUntil(_)),
             "the others wait for it"
         );
-        h.failed("a");
+        h.failed("a", TransportErrorKind::Connect, "refused");
         let Gate::WaitUntil(t2) = h.gate("a") else {
             panic!("still down")
         };
         assert!(t2 > Instant::now() + FIRST, "the interval doubled");
         h.answered("a");
         assert!(matches!(h.gate("a"), Gate::Go));
+    }
+
+    #[test]
+    fn breaker_opens_after_failing_for_open_after() {
+        let h = HostHealth::new(Duration::from_millis(300));
+        h.failed(
+            "a",
+            TransportErrorKind::Connect,
+            "connect a (127.0.0.1:9): refused",
+        );
+        assert!(matches!(h.gate("a"), Gate::WaitUntil(_)), "not yet open");
+        std::thread::sleep(Duration::from_millis(320));
+        // The interval has ended: one probe goes, and fails again.
+        assert!(matches!(h.gate("a"), Gate::Go));
+        h.failed(
+            "a",
+            TransportErrorKind::Connect,
+            "connect a (127.0.0.1:9): refused",
+        );
+        let Gate::Open(open) = h.gate("a") else {
+            panic!("open after 300 ms of failures")
+        };
+        assert!(open.down_for >= Duration::from_millis(300));
+        assert!(open.message.contains("127.0.0.1:9"));
+        let snap = h.snapshot();
+        assert_eq!(snap.len(), 1);
+        assert!(snap[0].breaker_open && snap[0].error.contains("refused"));
+        h.answered("a");
+        assert!(matches!(h.gate("a"), Gate::Go));
+        assert!(h.snapshot().is_empty());
     }
 }

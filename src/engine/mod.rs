@@ -33,9 +33,10 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
+pub use hosts::HostDown;
 pub use retry::RetryPolicy;
 pub use tenant::{PfnLimiter, RateLimit, TenantConfig};
-pub use token::{RefreshCause, Rejection, TokenCache, TokenError};
+pub use token::{Outage, RefreshCause, Rejection, TokenCache, TokenError};
 
 use crate::telemetry::{EngineGauges, TenantMetrics};
 use crate::transport::{Transport, TransportBuildError, TransportConfig};
@@ -92,6 +93,97 @@ pub struct EngineConfig {
     /// How long a rejected credential is remembered before the token endpoint is
     /// asked again. Default 60 s.
     pub credential_retry_interval: Duration,
+    /// When a failing token endpoint or channel host stops being waited for.
+    pub breaker: BreakerPolicy,
+}
+
+/// The breakers of token endpoints and channel hosts: when one has failed,
+/// without a success, for `open_after`, its breaker is open and wakes stop
+/// spending their retry budget on it. One request probes it now and then; the
+/// first success closes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// How long an endpoint must fail before its breaker opens. Default 10 s:
+    /// short outages (a restart, a failover) are ridden out by retries and
+    /// waits; longer ones are reported at once.
+    pub open_after: Duration,
+    /// What a wake does when the breaker in its way is open.
+    pub when_open: WhenOpen,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy {
+            open_after: Duration::from_secs(10),
+            when_open: WhenOpen::Fail,
+        }
+    }
+}
+
+/// What a wake does at an open breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenOpen {
+    /// End at once, nothing sent, with a retryable outcome
+    /// (`token_unavailable`, or the host's `connect_error` / `tls_error`),
+    /// whose `retry_after` is the time to the breaker's next probe and whose
+    /// detail says what failed and where. The default: queues nak, the HTTP
+    /// API answers 503, campaigns stop the tenant, bench stops.
+    #[default]
+    Fail,
+    /// Wait for the breaker (up to the wake's deadline), spending no attempt.
+    Wait,
+}
+
+/// What is failing now, as [`Engine::health`] reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Tenants whose token endpoint is failing.
+    pub tenants_down: Vec<TenantDown>,
+    /// Channel hosts that refuse connections or fail TLS.
+    pub hosts_down: Vec<HostDown>,
+    /// How many tenants the engine has.
+    pub tenants: usize,
+}
+
+/// A tenant whose token endpoint is failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantDown {
+    /// The tenant.
+    pub tenant: String,
+    /// The outage.
+    pub outage: token::Outage,
+}
+
+impl Health {
+    /// True when every tenant's token breaker is open: nothing can succeed.
+    pub fn all_tenants_down(&self) -> bool {
+        self.tenants > 0
+            && self
+                .tenants_down
+                .iter()
+                .filter(|t| t.outage.breaker_open)
+                .count()
+                == self.tenants
+    }
+
+    /// One line per open breaker: what failed, where, for how long.
+    pub fn open_breakers(&self) -> Vec<String> {
+        let tenants = self
+            .tenants_down
+            .iter()
+            .filter(|t| t.outage.breaker_open)
+            .map(|t| t.outage.error.to_string());
+        let hosts = self.hosts_down.iter().filter(|h| h.breaker_open).map(|h| {
+            format!(
+                "WNS host {} unreachable for {} s: {}",
+                h.host,
+                h.down_for.as_secs(),
+                h.error
+            )
+        });
+        tenants.chain(hosts).collect()
+    }
 }
 
 impl Default for EngineConfig {
@@ -104,6 +196,7 @@ impl Default for EngineConfig {
             queue_per_shard: 1024,
             retry: RetryPolicy::default(),
             credential_retry_interval: Duration::from_secs(60),
+            breaker: BreakerPolicy::default(),
         }
     }
 }
@@ -231,6 +324,7 @@ impl EngineBuilder {
                 transport.clone(),
                 metrics.clone(),
                 self.config.credential_retry_interval,
+                self.config.breaker.open_after,
             ));
             let tenant = Tenant {
                 tokens,
@@ -246,7 +340,8 @@ impl EngineBuilder {
         let (draining_tx, draining) = watch::channel(false);
         let shared = Arc::new(Shared {
             transport,
-            hosts: hosts::HostHealth::default(),
+            hosts: hosts::HostHealth::new(self.config.breaker.open_after),
+            when_open: self.config.breaker.when_open,
             retry: self.config.retry.clone(),
             gauges: EngineGauges::new(),
             draining: draining.clone(),
@@ -277,6 +372,7 @@ impl EngineBuilder {
 pub(crate) struct Shared {
     pub(crate) transport: Transport,
     pub(crate) hosts: hosts::HostHealth,
+    pub(crate) when_open: WhenOpen,
     pub(crate) retry: RetryPolicy,
     pub(crate) gauges: EngineGauges,
     pub(crate) draining: watch::Receiver<bool>,
@@ -452,6 +548,37 @@ impl Engine {
             .tenants
             .get(tenant)
             .map(|t| t.tokens.requests_sent())
+    }
+
+    /// What is failing now: tenants whose token endpoint fails, channel hosts
+    /// that refuse connections, and whether their breakers are open.
+    pub fn health(&self) -> Health {
+        let mut tenants_down: Vec<TenantDown> = self
+            .inner
+            .tenants
+            .iter()
+            .filter_map(|(name, t)| {
+                t.tokens.outage().map(|outage| TenantDown {
+                    tenant: name.to_string(),
+                    outage,
+                })
+            })
+            .collect();
+        tenants_down.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        Health {
+            tenants_down,
+            hosts_down: self.inner.shared.hosts.snapshot(),
+            tenants: self.inner.tenants.len(),
+        }
+    }
+
+    /// The outage of `tenant`'s token endpoint, if its breaker is open.
+    pub fn tenant_breaker_open(&self, tenant: &str) -> Option<token::Outage> {
+        self.inner
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.tokens.outage())
+            .filter(|o| o.breaker_open)
     }
 
     /// Token requests sent so far for `tenant`, by cause (None for an unknown

@@ -199,9 +199,40 @@ pub(crate) async fn deliver(
         if Instant::now() >= deadline {
             return finish(expired(), sent);
         }
-        // A host that refuses connections is waited out without spending an attempt.
+        // A host that refuses connections is waited out without spending an
+        // attempt; once its breaker is open, the wake ends at once instead
+        // (unless the engine was told to wait).
         let mut draining = shared.draining.clone();
-        if let super::hosts::Gate::WaitUntil(until) = shared.hosts.gate(n.channel.host()) {
+        let wait_until = match shared.hosts.gate(n.channel.host()) {
+            super::hosts::Gate::Go => None,
+            super::hosts::Gate::WaitUntil(until) => Some(until),
+            super::hosts::Gate::Open(open) => match shared.when_open {
+                super::WhenOpen::Wait => Some(open.until),
+                super::WhenOpen::Fail => {
+                    let kind = match open.kind {
+                        crate::transport::TransportErrorKind::Tls => OutcomeKind::TlsError,
+                        _ => OutcomeKind::ConnectError,
+                    };
+                    let mut o = Outcome::local(
+                        kind,
+                        format!(
+                            "not sent: WNS host {} unreachable for {} s (breaker open): {}",
+                            n.channel.host(),
+                            open.down_for.as_secs(),
+                            open.message
+                        ),
+                    );
+                    o.retry_after = Some(
+                        open.until
+                            .saturating_duration_since(Instant::now())
+                            .max(Duration::from_millis(100)),
+                    );
+                    o.endpoint_down = true;
+                    return finish(o, sent);
+                }
+            },
+        };
+        if let Some(until) = wait_until {
             if until >= deadline {
                 return finish(expired(), sent);
             }
@@ -228,9 +259,44 @@ pub(crate) async fn deliver(
                     sent,
                 );
             }
+            Some(Err(e @ super::token::TokenError::EndpointDown { retry_after, .. })) => {
+                // The breaker is open: no attempt is spent on it.
+                match shared.when_open {
+                    super::WhenOpen::Fail => {
+                        let mut o =
+                            Outcome::local(OutcomeKind::TokenUnavailable, format!("not sent: {e}"));
+                        o.retry_after = Some(retry_after);
+                        o.endpoint_down = true;
+                        return finish(o, sent);
+                    }
+                    super::WhenOpen::Wait => {
+                        let until = Instant::now() + retry_after;
+                        if until >= deadline {
+                            let mut o = Outcome::local(
+                                OutcomeKind::TokenUnavailable,
+                                format!("not sent: {e}"),
+                            );
+                            o.retry_after = Some(retry_after);
+                            o.endpoint_down = true;
+                            return finish(o, sent);
+                        }
+                        tokio::select! {
+                            biased;
+                            _ = draining.wait_for(|d| *d) => return finish(shut_down(&last), sent),
+                            _ = tokio::time::sleep_until(until.into()) => continue,
+                        }
+                    }
+                }
+            }
             Some(Err(e @ super::token::TokenError::Unavailable { retry_after, .. })) => {
                 let mut o = Outcome::local(OutcomeKind::TokenUnavailable, e.to_string());
-                o.retry_after = Some(retry_after);
+                // No need to wait past the moment the breaker opens: from then
+                // on the wake is decided at once (failed or waiting).
+                let opens_in = tenant.tokens.breaker_opens_in().unwrap_or(retry_after);
+                o.retry_after = Some(retry_after.min(opens_in.max(Duration::from_millis(50))));
+                // No token could be had: nothing of this wake was delivered
+                // unless an earlier attempt was.
+                o.endpoint_down = sent == 0;
                 attempts += 1;
                 if wait_for_retry(shared, tenant, policy, attempts, &o, deadline).await {
                     last = Some(o);
@@ -293,7 +359,18 @@ pub(crate) async fn deliver(
         tenant.metrics.request(started.elapsed());
         shared.gauges.in_flight.decrement(1.0);
         drop(in_flight_slot);
-        let unreachable = matches!(&result, Err(e) if matches!(e.kind, crate::transport::TransportErrorKind::Connect | crate::transport::TransportErrorKind::Tls));
+        let unreachable = match &result {
+            Err(e)
+                if matches!(
+                    e.kind,
+                    crate::transport::TransportErrorKind::Connect
+                        | crate::transport::TransportErrorKind::Tls
+                ) =>
+            {
+                Some((e.kind, e.message.clone()))
+            }
+            _ => None,
+        };
         let outcome = match result {
             Ok(resp) => {
                 let mut o = Outcome::from_classified(classify(resp.status(), resp.headers()));
@@ -306,8 +383,8 @@ pub(crate) async fn deliver(
         };
         // Only a host that cannot be reached trips its breaker; a connection
         // that broke mid-request means the host is there.
-        if unreachable {
-            shared.hosts.failed(n.channel.host());
+        if let Some((kind, message)) = &unreachable {
+            shared.hosts.failed(n.channel.host(), *kind, message);
         } else if outcome.status.is_some() {
             shared.hosts.answered(n.channel.host());
         }
@@ -411,9 +488,9 @@ async fn unauthorized(
             OutcomeKind::CredentialRejected,
             e.to_string(),
         )),
-        Err(e @ TokenError::Unavailable { retry_after, .. }) => {
+        Err(e @ (TokenError::Unavailable { .. } | TokenError::EndpointDown { .. })) => {
             let mut o = Outcome::local(OutcomeKind::TokenUnavailable, e.to_string());
-            o.retry_after = Some(retry_after);
+            o.retry_after = e.retry_after();
             AfterUnauthorized::Retry(o)
         }
     }

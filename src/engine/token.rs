@@ -84,6 +84,35 @@ pub enum TokenError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// The token endpoint has failed for longer than the breaker allows
+    /// (`BreakerPolicy::open_after`) and the breaker is open: nobody waits
+    /// for it, one request probes it now and then. Retryable.
+    #[error(
+        "tenant {tenant:?}: token endpoint down for {} s (breaker open; next try in {} ms): {message}",
+        down_for.as_secs(), retry_after.as_millis()
+    )]
+    EndpointDown {
+        /// The tenant name.
+        tenant: String,
+        /// The last failure: what failed, where (host, address) and the OS
+        /// error when there is one.
+        message: String,
+        /// How long the endpoint has been failing.
+        down_for: Duration,
+        /// When the next probe may go.
+        retry_after: Duration,
+    },
+}
+
+impl TokenError {
+    /// How long to wait before asking again (`None` for rejected credentials).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TokenError::Rejected { .. } => None,
+            TokenError::Unavailable { retry_after, .. }
+            | TokenError::EndpointDown { retry_after, .. } => Some(*retry_after),
+        }
+    }
 }
 
 /// What a 401 meant, by our own clock.
@@ -142,7 +171,25 @@ pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
 struct Failure {
     error: TokenError,
+    /// No request before this (the backoff).
     until: Instant,
+    /// When this run of failures began (the first failure since a success).
+    since: Instant,
+    /// Failed requests in this run.
+    failures: u32,
+}
+
+/// The token endpoint's outage, as [`TokenCache::outage`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outage {
+    /// How long the endpoint has been failing.
+    pub down_for: Duration,
+    /// Whether the breaker is open (down for at least its `open_after`).
+    pub breaker_open: bool,
+    /// The last failure.
+    pub error: TokenError,
+    /// When the next request may go.
+    pub retry_after: Duration,
 }
 
 /// The shared token of one tenant.
@@ -155,6 +202,10 @@ pub struct TokenCache {
     refresh: Arc<tokio::sync::Mutex<()>>,
     failure: ArcSwapOption<Failure>,
     credential_retry_interval: Duration,
+    /// A failing endpoint's breaker opens after this long.
+    open_after: Duration,
+    /// True while a background task probes the endpoint of an open breaker.
+    prober: std::sync::atomic::AtomicBool,
     consecutive_errors: AtomicU32,
     requests: AtomicU64,
     /// Token requests by [`RefreshCause`], in `RefreshCause::ALL` order.
@@ -179,6 +230,7 @@ impl TokenCache {
         transport: Transport,
         metrics: TenantMetrics,
         credential_retry_interval: Duration,
+        open_after: Duration,
     ) -> Self {
         TokenCache {
             tenant,
@@ -189,6 +241,8 @@ impl TokenCache {
             refresh: Arc::new(tokio::sync::Mutex::new(())),
             failure: ArcSwapOption::empty(),
             credential_retry_interval,
+            open_after,
+            prober: std::sync::atomic::AtomicBool::new(false),
             consecutive_errors: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             by_cause: Default::default(),
@@ -238,12 +292,140 @@ impl TokenCache {
         }
     }
 
+    /// The token endpoint's current outage, if it is failing (a request
+    /// failed and none has succeeded since). Rejected credentials are not an
+    /// outage.
+    pub fn outage(&self) -> Option<Outage> {
+        let f = self.failure.load_full()?;
+        if matches!(f.error, TokenError::Rejected { .. }) {
+            return None;
+        }
+        let now = Instant::now();
+        let down_for = now.saturating_duration_since(f.since);
+        Some(Outage {
+            down_for,
+            breaker_open: down_for >= self.open_after && f.failures >= 2,
+            error: f.error.clone(),
+            retry_after: f.until.saturating_duration_since(now),
+        })
+    }
+
+    /// While the breaker is open, one background task asks the endpoint again
+    /// at each next try, so the breaker closes when the endpoint is back even
+    /// if no wake comes to ask (a consumer that stopped pulling, an API that
+    /// answers 503). It ends at the first success, when the credentials are
+    /// rejected, or when the cache is dropped.
+    fn ensure_prober(self: &Arc<Self>) {
+        if self.prober.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let wait = {
+                    let Some(me) = weak.upgrade() else { return };
+                    match me.failure.load_full() {
+                        Some(f) if !matches!(f.error, TokenError::Rejected { .. }) => {
+                            f.until.saturating_duration_since(Instant::now())
+                        }
+                        _ => {
+                            me.prober.store(false, Ordering::Release);
+                            return;
+                        }
+                    }
+                };
+                tokio::time::sleep(wait).await;
+                let Some(me) = weak.upgrade() else { return };
+                let guard = me.refresh.clone().lock_owned().await;
+                let cause = if me.current.load().is_some() {
+                    RefreshCause::Expired
+                } else {
+                    RefreshCause::First
+                };
+                let probed = me.fetch_unless_fresh(None, cause).await;
+                drop(guard);
+                if probed.is_ok() {
+                    me.prober.store(false, Ordering::Release);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// While the endpoint is failing and its breaker is not open yet: how long
+    /// until it opens. A wake waiting to retry need not wait past that.
+    pub fn breaker_opens_in(&self) -> Option<Duration> {
+        let f = self.failure.load_full()?;
+        if matches!(f.error, TokenError::Rejected { .. }) {
+            return None;
+        }
+        Some(
+            self.open_after
+                .saturating_sub(Instant::now().saturating_duration_since(f.since)),
+        )
+    }
+
+    /// The error a caller gets while the breaker is open.
+    fn endpoint_down(&self, f: &Failure, now: Instant) -> TokenError {
+        let message = match &f.error {
+            TokenError::Unavailable { message, .. } | TokenError::EndpointDown { message, .. } => {
+                message.clone()
+            }
+            TokenError::Rejected { message, .. } => message.clone(),
+        };
+        TokenError::EndpointDown {
+            tenant: self.tenant.to_string(),
+            message,
+            down_for: now.saturating_duration_since(f.since),
+            retry_after: f
+                .until
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(100)),
+        }
+    }
+
     /// Makes sure a token that is valid now exists, fetching one (single flight)
     /// when there is none or it expired. It hands out nothing: the caller reads
     /// the token with [`TokenCache::current`] when it is about to send.
+    ///
+    /// While the endpoint's breaker is open, nobody waits behind the refresh:
+    /// until the next try every caller gets [`TokenError::EndpointDown`] at
+    /// once, and at the next try one caller probes while the others still do.
     pub async fn ready(self: &Arc<Self>) -> Result<(), TokenError> {
         if self.current().is_some() {
             return Ok(());
+        }
+        if let Some(f) = self.failure.load_full() {
+            let now = Instant::now();
+            let open = !matches!(f.error, TokenError::Rejected { .. })
+                && now.saturating_duration_since(f.since) >= self.open_after
+                && f.failures >= 2;
+            if open {
+                self.ensure_prober();
+                if now < f.until {
+                    return Err(self.endpoint_down(&f, now));
+                }
+                let Ok(guard) = self.refresh.clone().try_lock_owned() else {
+                    return Err(self.endpoint_down(&f, now));
+                };
+                return Box::pin(async move {
+                    let _one = guard;
+                    let cause = if self.current.load().is_some() {
+                        RefreshCause::Expired
+                    } else {
+                        RefreshCause::First
+                    };
+                    match self.fetch_unless_fresh(None, cause).await {
+                        Ok(_) => Ok(()),
+                        Err(e @ TokenError::Rejected { .. }) => Err(e),
+                        Err(_) => match self.failure.load_full() {
+                            Some(f) => Err(self.endpoint_down(&f, Instant::now())),
+                            None => Ok(()),
+                        },
+                    }
+                })
+                .await;
+            }
         }
         // The slow path is boxed so that the hot path's future stays small.
         Box::pin(async {
@@ -321,12 +503,21 @@ impl TokenCache {
         }
         if let Some(f) = self.failure.load_full() {
             if now < f.until {
-                return Err(f.error.clone());
+                // The remembered failure, with the time left until the next try.
+                let mut e = f.error.clone();
+                if let TokenError::Unavailable { retry_after, .. } = &mut e {
+                    *retry_after = f.until - now;
+                }
+                return Err(e);
             }
         }
         match self.fetch(cause).await {
             Ok(t) => {
-                self.failure.store(None);
+                if let Some(f) = self.failure.swap(None) {
+                    if !matches!(f.error, TokenError::Rejected { .. }) {
+                        tracing::info!(tenant = %self.tenant, down_for_s = f.since.elapsed().as_secs(), "token endpoint back");
+                    }
+                }
                 self.consecutive_errors.store(0, Ordering::Relaxed);
                 self.current.store(Some(t.clone()));
                 self.metrics.token_refresh(Ok(()), cause.as_str());
@@ -334,21 +525,38 @@ impl TokenCache {
                 Ok(t)
             }
             Err(e) => {
-                let until = match &e {
+                let now = Instant::now();
+                let previous = self.failure.load_full();
+                let (until, since, failures) = match &e {
                     TokenError::Rejected { .. } => {
                         self.metrics.token_refresh(Err(true), cause.as_str());
                         tracing::error!(tenant = %self.tenant, error = %e, "WNS credentials rejected");
-                        now + self.credential_retry_interval
+                        (now + self.credential_retry_interval, now, 1)
                     }
-                    TokenError::Unavailable { retry_after, .. } => {
+                    TokenError::Unavailable { retry_after, .. }
+                    | TokenError::EndpointDown { retry_after, .. } => {
                         self.metrics.token_refresh(Err(false), cause.as_str());
-                        tracing::warn!(tenant = %self.tenant, error = %e, "token endpoint unavailable");
-                        now + *retry_after
+                        // The outage goes on from the first failure since a success.
+                        let (since, failures) = match previous.as_deref() {
+                            Some(p) if !matches!(p.error, TokenError::Rejected { .. }) => {
+                                (p.since, p.failures.saturating_add(1))
+                            }
+                            _ => (now, 1),
+                        };
+                        let down_for = now.saturating_duration_since(since);
+                        if down_for >= self.open_after && failures >= 2 {
+                            tracing::error!(tenant = %self.tenant, error = %e, down_for_s = down_for.as_secs(), "token endpoint down: breaker open, wakes of this tenant fail at once");
+                        } else {
+                            tracing::warn!(tenant = %self.tenant, error = %e, "token endpoint unavailable");
+                        }
+                        (now + *retry_after, since, failures)
                     }
                 };
                 self.failure.store(Some(Arc::new(Failure {
                     error: e.clone(),
                     until,
+                    since,
+                    failures,
                 })));
                 Err(e)
             }

@@ -564,8 +564,23 @@ impl WakeConsumer {
         let mut failed_pulls: u32 = 0;
         ctx.progress.touch();
         let mut stopping = *stop.borrow();
+        let outage_warning = WarnEvery::new(Duration::from_secs(30));
         while !stopping {
             while tasks.try_join_next().is_some() {}
+            // Every tenant's token breaker open: whatever is pulled would only
+            // be nak'd, spending its deliveries. Pull nothing until one is back.
+            let health = ctx.engine.health();
+            if health.all_tenants_down() {
+                if outage_warning.check().is_some() {
+                    tracing::warn!(reasons = ?health.open_breakers(), "every tenant's token endpoint is down: pulling nothing until one is back");
+                }
+                // A deliberate pause: the watchdog has nothing to rebuild.
+                ctx.progress.touch();
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
             if failed_pulls > 0 {
                 let pause = Duration::from_millis(100u64 << failed_pulls.min(5))
                     .min(Duration::from_secs(2));

@@ -573,6 +573,35 @@ impl HttpApi {
             Err((_, e)) => return bad_request(&e),
         };
         drop(body);
+        // Every tenant the request names has its token breaker open: nothing
+        // in it could be sent. Say so now rather than accept a job of
+        // `token_unavailable` outcomes.
+        let tenants: std::collections::BTreeSet<&str> =
+            requests.iter().map(|r| r.tenant.as_str()).collect();
+        let outages: Vec<_> = tenants
+            .iter()
+            .map(|t| self.engine.tenant_breaker_open(t))
+            .collect();
+        if !outages.is_empty() && outages.iter().all(Option::is_some) {
+            let outages: Vec<_> = outages.into_iter().flatten().collect();
+            let wait = outages
+                .iter()
+                .map(|o| o.retry_after)
+                .min()
+                .unwrap_or(Duration::from_secs(1));
+            let reasons = outages
+                .iter()
+                .map(|o| o.error.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut r = ops::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("nothing was accepted: {reasons}"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, ops::retry_after_header(wait));
+            return r;
+        }
         let n = requests.len();
         let (finished, mut finished_rx) = watch::channel(false);
         let job = Arc::new(Job {

@@ -47,23 +47,35 @@ pub type Handler =
 /// needed, the upstream (NATS) is connected; not ready again while draining.
 #[derive(Debug)]
 pub struct Readiness {
-    engine: AtomicBool,
+    engine: std::sync::OnceLock<crate::engine::Engine>,
     upstream: AtomicBool,
     draining: AtomicBool,
+}
+
+/// Why `/readyz` says not ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// `draining`, `engine_starting`, `upstream_disconnected` or
+    /// `token_endpoint_down`.
+    pub status: &'static str,
+    /// What failed and where (for `token_endpoint_down`).
+    pub reasons: Vec<String>,
+    /// When to ask again (for `token_endpoint_down`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Readiness {
     /// Not ready yet. With `needs_upstream` false, only the engine counts.
     pub fn new(needs_upstream: bool) -> Arc<Self> {
         Arc::new(Readiness {
-            engine: AtomicBool::new(false),
+            engine: std::sync::OnceLock::new(),
             upstream: AtomicBool::new(!needs_upstream),
             draining: AtomicBool::new(false),
         })
     }
-    /// The engine is built.
-    pub fn set_engine_ready(&self) {
-        self.engine.store(true, Ordering::Release);
+    /// The engine is built; from now on its health counts too.
+    pub fn set_engine_ready(&self, engine: &crate::engine::Engine) {
+        let _ = self.engine.set(engine.clone());
     }
     /// The upstream connection is up (or down).
     pub fn set_upstream(&self, up: bool) {
@@ -77,18 +89,44 @@ impl Readiness {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
-    /// `Ok` when ready, else the reason.
-    pub fn status(&self) -> Result<(), &'static str> {
+    /// `Ok` when ready, else why not. Not ready when every tenant's token
+    /// breaker is open (nothing could succeed); with some tenants down the
+    /// instance stays ready for the others.
+    pub fn status(&self) -> Result<(), NotReady> {
+        let plain = |status| NotReady {
+            status,
+            reasons: Vec::new(),
+            retry_after: None,
+        };
         if self.draining.load(Ordering::Acquire) {
-            Err("draining")
-        } else if !self.engine.load(Ordering::Acquire) {
-            Err("engine_starting")
-        } else if !self.upstream.load(Ordering::Acquire) {
-            Err("upstream_disconnected")
-        } else {
-            Ok(())
+            return Err(plain("draining"));
         }
+        let Some(engine) = self.engine.get() else {
+            return Err(plain("engine_starting"));
+        };
+        if !self.upstream.load(Ordering::Acquire) {
+            return Err(plain("upstream_disconnected"));
+        }
+        let health = engine.health();
+        if health.all_tenants_down() {
+            return Err(NotReady {
+                status: "token_endpoint_down",
+                reasons: health.open_breakers(),
+                retry_after: health
+                    .tenants_down
+                    .iter()
+                    .map(|t| t.outage.retry_after)
+                    .min(),
+            });
+        }
+        Ok(())
     }
+}
+
+/// `Retry-After` in whole seconds (at least 1) for a wait of `d`.
+pub fn retry_after_header(d: std::time::Duration) -> HeaderValue {
+    let secs = d.as_millis().div_ceil(1000).max(1);
+    HeaderValue::from_str(&secs.to_string()).unwrap_or(HeaderValue::from_static("1"))
 }
 
 /// A JSON response.
@@ -126,10 +164,19 @@ pub fn healthz() -> Response<Body> {
 pub fn readyz(r: &Readiness) -> Response<Body> {
     match r.status() {
         Ok(()) => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
-        Err(why) => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "status": why }),
-        ),
+        Err(why) => {
+            let body = if why.reasons.is_empty() {
+                serde_json::json!({ "status": why.status })
+            } else {
+                serde_json::json!({ "status": why.status, "reasons": why.reasons })
+            };
+            let mut resp = json(StatusCode::SERVICE_UNAVAILABLE, &body);
+            if let Some(d) = why.retry_after {
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, retry_after_header(d));
+            }
+            resp
+        }
     }
 }
 
@@ -461,18 +508,29 @@ pub fn spawn_server(
 mod tests {
     use super::*;
 
-    #[test]
-    fn readiness_steps() {
+    #[tokio::test]
+    async fn readiness_steps() {
+        let engine = crate::engine::Engine::builder()
+            .tenant(crate::engine::TenantConfig::new(
+                "t",
+                crate::wns::Credentials::PackageSid {
+                    package_sid: "ms-app://S-1-15-2-1".into(),
+                    secret: crate::wns::Secret::new("s"),
+                },
+            ))
+            .build()
+            .unwrap();
+        let status = |r: &Readiness| r.status().map_err(|e| e.status);
         let r = Readiness::new(true);
-        assert_eq!(r.status(), Err("engine_starting"));
-        r.set_engine_ready();
-        assert_eq!(r.status(), Err("upstream_disconnected"));
+        assert_eq!(status(&r), Err("engine_starting"));
+        r.set_engine_ready(&engine);
+        assert_eq!(status(&r), Err("upstream_disconnected"));
         r.set_upstream(true);
-        assert_eq!(r.status(), Ok(()));
+        assert_eq!(status(&r), Ok(()));
         r.set_draining();
-        assert_eq!(r.status(), Err("draining"));
+        assert_eq!(status(&r), Err("draining"));
         let r = Readiness::new(false);
-        r.set_engine_ready();
-        assert_eq!(r.status(), Ok(()));
+        r.set_engine_ready(&engine);
+        assert_eq!(status(&r), Ok(()));
     }
 }

@@ -500,6 +500,11 @@ pub struct Outcome {
     pub coalesced: bool,
     /// Every response header, when the notification asked for them.
     pub response_headers: Option<Box<HeaderMap>>,
+    /// True when the wake ended because its token endpoint or WNS host was
+    /// down: no token could be had, or it met an open breaker. Nothing was
+    /// delivered, so sending it again later is safe (a campaign leaves it for
+    /// the next run).
+    pub endpoint_down: bool,
 }
 
 impl Outcome {
@@ -515,6 +520,7 @@ impl Outcome {
             detail: Some(detail.into()),
             coalesced: false,
             response_headers: None,
+            endpoint_down: false,
         }
     }
 
@@ -531,6 +537,7 @@ impl Outcome {
             detail,
             coalesced: false,
             response_headers: None,
+            endpoint_down: false,
         }
     }
 

@@ -143,6 +143,15 @@ pub fn established_on(port: u16) -> usize {
         .count()
 }
 
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`), 0 if unknown.
 pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -355,11 +355,7 @@ pub fn at(r: &WakeResult) -> SystemTime {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    super::closed_port()
 }
 
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
