@@ -42,6 +42,11 @@ async fn outcomes_latency_in_flight_tokens_and_retries_are_recorded() {
     engine
         .submit(Notification::wake("t", channel("ok", "after-expiry")))
         .await;
+    // WNS refuses a token it calls invalid (not expired), twice: the
+    // credentials are suspect (`rejected_fresh`), then `unauthorized`.
+    engine
+        .submit(Notification::wake("t", channel("revoked", "r")))
+        .await;
     let text = handle.render();
     assert_eq!(
         value(
@@ -76,45 +81,41 @@ async fn outcomes_latency_in_flight_tokens_and_retries_are_recorded() {
             &text,
             r#"fleetwake_retries_total{tenant="t",outcome="unauthorized"}"#
         ),
-        1.0
+        2.0,
+        "the resend after the expired token, and after the first invalid one"
     );
-    // The first token, then one after WNS refused a token that was fresh by
-    // our clock (the emulator expired it early): told apart by cause.
-    assert_eq!(
-        value(
-            &text,
-            r#"fleetwake_token_refreshes_total{tenant="t",result="ok",cause="first"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &text,
-            r#"fleetwake_token_refreshes_total{tenant="t",result="ok",cause="rejected_fresh"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &text,
-            r#"fleetwake_token_refreshes_total{tenant="t",result="ok",cause="rejected_stale"}"#
-        ),
-        0.0
-    );
-    // One HTTP attempt per request: 5 + 1 + 2 + (401 + resend) = 10.
+    // The first token; one after WNS said a token expired early (stale, not
+    // the credentials); one after WNS called a fresh token invalid.
+    for (cause, n) in [
+        ("first", 1.0),
+        ("rejected_stale", 1.0),
+        ("rejected_fresh", 1.0),
+    ] {
+        assert_eq!(
+            value(
+                &text,
+                &format!(
+                    r#"fleetwake_token_refreshes_total{{tenant="t",result="ok",cause="{cause}"}}"#
+                )
+            ),
+            n,
+            "{cause}"
+        );
+    }
+    // One HTTP attempt per request: 5 + 1 + 2 + (401 + resend) + (401 + resend) = 12.
     assert_eq!(
         value(
             &text,
             r#"fleetwake_request_duration_seconds_count{tenant="t"}"#
         ),
-        10.0
+        12.0
     );
     assert_eq!(
         value(
             &text,
             r#"fleetwake_wake_duration_seconds_count{tenant="t"}"#
         ),
-        8.0
+        9.0
     );
     assert_eq!(
         value(&text, "fleetwake_in_flight "),

@@ -371,9 +371,12 @@ pub(crate) async fn deliver(
             }
             _ => None,
         };
+        let mut wns_says_expired = false;
         let outcome = match result {
             Ok(resp) => {
-                let mut o = Outcome::from_classified(classify(resp.status(), resp.headers()));
+                let classified = classify(resp.status(), resp.headers());
+                wns_says_expired = classified.token_expired;
+                let mut o = Outcome::from_classified(classified);
                 if n.capture_headers {
                     o.response_headers = Some(Box::new(resp.headers().clone()));
                 }
@@ -394,6 +397,7 @@ pub(crate) async fn deliver(
                 tenant,
                 &token,
                 outcome,
+                wns_says_expired,
                 &mut fresh_resend_used,
                 &mut stale_resends,
             ))
@@ -442,7 +446,7 @@ enum AfterUnauthorized {
 }
 
 /// After a 401 on `token`: a stale token (it expired while the wake waited or
-/// flew) is replaced and the wake resent, for free, up to
+/// flew, or WNS said `Token expired`) is replaced and the wake resent, for free, up to
 /// [`MAX_STALE_RESENDS`] times, and never ends `unauthorized`; a token that was
 /// fresh by our clock gets one refresh and one resend, and a second 401 on a
 /// fresh token is `unauthorized`.
@@ -450,11 +454,12 @@ async fn unauthorized(
     tenant: &Arc<Tenant>,
     token: &Arc<super::token::CachedToken>,
     outcome: Outcome,
+    wns_says_expired: bool,
     fresh_resend_used: &mut bool,
     stale_resends: &mut u32,
 ) -> AfterUnauthorized {
     use super::token::{Rejection, TokenError};
-    let rejection = tenant.tokens.rejection(token);
+    let rejection = tenant.tokens.rejection(token, wns_says_expired);
     // What a stale rejection stands for in a report: not a credential
     // problem, and retryable.
     let stale = || {

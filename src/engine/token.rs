@@ -18,9 +18,10 @@
 //!   minutes; a token that would not outlive twice its own round trip is
 //!   refused with an error that says so (no refresh storm).
 //! - After a 401, [`TokenCache::rejection`] tells a *stale* rejection
-//!   (the token was past its refresh point by our clock, or had already been
-//!   replaced) from a *fresh* one (a credential problem, unless the next token
-//!   works); [`TokenCache::refresh_after_reject`] fetches a new token only if
+//!   (the token was past its refresh point by our clock, had already been
+//!   replaced, or WNS said `Token expired`) from a *fresh* one (a credential
+//!   problem, unless the next token works); a token WNS expired early caps
+//!   the lifetime believed for later ones; [`TokenCache::refresh_after_reject`] fetches a new token only if
 //!   the failed token is still the current one, so a thousand concurrent 401s
 //!   for the same token cause exactly one token request.
 //! - A rejected credential (token endpoint 400/401/403) is remembered for
@@ -52,6 +53,8 @@ pub struct CachedToken {
     /// The `Authorization` value, built once per token; `None` when the token
     /// cannot be a header value (every push then fails with that error).
     pub bearer: Option<http::HeaderValue>,
+    /// When the token was asked for (its age counts from here).
+    pub issued_at: Instant,
 }
 
 impl std::fmt::Debug for CachedToken {
@@ -204,6 +207,9 @@ pub struct TokenCache {
     credential_retry_interval: Duration,
     /// A failing endpoint's breaker opens after this long.
     open_after: Duration,
+    /// The shortest life WNS has given a token (ms; `u64::MAX` until one died
+    /// early): later tokens are believed to live no longer.
+    lifetime_cap_ms: AtomicU64,
     /// True while a background task probes the endpoint of an open breaker.
     prober: std::sync::atomic::AtomicBool,
     consecutive_errors: AtomicU32,
@@ -242,6 +248,7 @@ impl TokenCache {
             failure: ArcSwapOption::empty(),
             credential_retry_interval,
             open_after,
+            lifetime_cap_ms: AtomicU64::new(u64::MAX),
             prober: std::sync::atomic::AtomicBool::new(false),
             consecutive_errors: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -452,20 +459,39 @@ impl TokenCache {
         }
     }
 
-    /// What a 401 to a request sent with `failed` means, by our clock: stale
-    /// (past its refresh point, or replaced while the request was in flight)
-    /// or fresh (a token we had every reason to think valid was refused).
-    pub fn rejection(&self, failed: &Arc<CachedToken>) -> Rejection {
+    /// What a 401 to a request sent with `failed` means: stale (past its
+    /// refresh point by our clock, replaced while the request was in flight,
+    /// or WNS said `Token expired`) or fresh (a token we had every reason to
+    /// think valid was refused: a credential problem, unless the next token
+    /// works).
+    ///
+    /// WNS saying `Token expired` about a token that our clock calls fresh
+    /// means its clock, or the token's real life, is shorter than announced:
+    /// the age at which it died caps the lifetime believed for later tokens
+    /// (never below a quarter of what the endpoint announces), so they are
+    /// refreshed before WNS drops them.
+    pub fn rejection(&self, failed: &Arc<CachedToken>, wns_says_expired: bool) -> Rejection {
         let replaced = self
             .current
             .load()
             .as_ref()
             .is_none_or(|cur| !Arc::ptr_eq(cur, failed));
-        if replaced || Instant::now() >= failed.refresh_at {
-            Rejection::Stale
-        } else {
-            Rejection::Fresh
+        let now = Instant::now();
+        if replaced || now >= failed.refresh_at {
+            return Rejection::Stale;
         }
+        if wns_says_expired {
+            let age = now.saturating_duration_since(failed.issued_at);
+            let before = self.lifetime_cap_ms.fetch_min(
+                age.as_millis().min(u128::from(u64::MAX)) as u64,
+                Ordering::AcqRel,
+            );
+            if age.as_millis() < u128::from(before) {
+                tracing::warn!(tenant = %self.tenant, died_at_ms = age.as_millis() as u64, lives_ms = failed.expires_at.saturating_duration_since(failed.issued_at).as_millis() as u64, "WNS said a token expired before its announced lifetime (clock skew?); later tokens are refreshed sooner");
+            }
+            return Rejection::Stale;
+        }
+        Rejection::Fresh
     }
 
     /// After a 401 to `failed` (judged `rejection`): a new token, fetched only if
@@ -593,8 +619,12 @@ impl TokenCache {
         let ra = retry_after(resp.headers());
         match parse_token_response(resp.status().as_u16(), ra, resp.body()) {
             Ok(tok) => {
-                // Bounded so that no answer can overflow an Instant.
-                let lifetime = tok.expires_in.min(MAX_TOKEN_LIFETIME);
+                // Bounded so that no answer can overflow an Instant, and by
+                // what WNS has shown tokens really live (never below a
+                // quarter of the announced lifetime).
+                let announced = tok.expires_in.min(MAX_TOKEN_LIFETIME);
+                let cap = Duration::from_millis(self.lifetime_cap_ms.load(Ordering::Acquire));
+                let lifetime = announced.min(cap.max(announced / 4));
                 let round_trip = started.elapsed();
                 let Some(margin) = refresh_margin(lifetime, round_trip) else {
                     return Err(unavailable(
@@ -615,6 +645,7 @@ impl TokenCache {
                     token: tok.token,
                     expires_at,
                     refresh_at: expires_at - margin,
+                    issued_at: started,
                 }))
             }
             Err(TokenResponseError::Unavailable {
