@@ -220,6 +220,8 @@ pub struct FileConfig {
     pub consume: Option<toml::Value>,
     /// `[serve]`, read by the HTTP API.
     pub serve: Option<toml::Value>,
+    /// `[budget]`, where the PFN budget shared by every instance lives.
+    pub budget: Option<toml::Value>,
 }
 
 /// A loaded, validated configuration.
@@ -560,6 +562,7 @@ impl Config {
             "campaign" => &self.file.campaign,
             "consume" => &self.file.consume,
             "serve" => &self.file.serve,
+            "budget" => &self.file.budget,
             _ => &None,
         };
         match raw {
@@ -568,9 +571,10 @@ impl Config {
                 // The raw value has no positions: parse the file's text again
                 // for the section alone to point at the offending key.
                 let from_text = match name {
-                    "campaign" => section_span::<T, IgnoredAny, IgnoredAny>(&self.text),
-                    "consume" => section_span::<IgnoredAny, T, IgnoredAny>(&self.text),
-                    _ => section_span::<IgnoredAny, IgnoredAny, T>(&self.text),
+                    "campaign" => section_span::<T, IgnoredAny, IgnoredAny, IgnoredAny>(&self.text),
+                    "consume" => section_span::<IgnoredAny, T, IgnoredAny, IgnoredAny>(&self.text),
+                    "serve" => section_span::<IgnoredAny, IgnoredAny, T, IgnoredAny>(&self.text),
+                    _ => section_span::<IgnoredAny, IgnoredAny, IgnoredAny, T>(&self.text),
                 };
                 let (path, span) = match from_text {
                     Some(span) => (self.path.clone(), Some(span)),
@@ -598,13 +602,15 @@ impl Config {
 /// for the error's position, so the fields are never read).
 #[derive(serde::Deserialize)]
 #[allow(dead_code)]
-struct Sections<A, B, C> {
+struct Sections<A, B, C, D> {
     #[serde(default = "none")]
     campaign: Option<A>,
     #[serde(default = "none")]
     consume: Option<B>,
     #[serde(default = "none")]
     serve: Option<C>,
+    #[serde(default = "none")]
+    budget: Option<D>,
 }
 
 fn none<T>() -> Option<T> {
@@ -612,13 +618,14 @@ fn none<T>() -> Option<T> {
 }
 
 /// Where in `text` the one typed section of `Sections<A, B, C>` fails to parse.
-fn section_span<A, B, C>(text: &str) -> Option<std::ops::Range<usize>>
+fn section_span<A, B, C, D>(text: &str) -> Option<std::ops::Range<usize>>
 where
     A: serde::de::DeserializeOwned,
     B: serde::de::DeserializeOwned,
     C: serde::de::DeserializeOwned,
+    D: serde::de::DeserializeOwned,
 {
-    toml::from_str::<Sections<A, B, C>>(text)
+    toml::from_str::<Sections<A, B, C, D>>(text)
         .err()
         .and_then(|e| e.span())
 }

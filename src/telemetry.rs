@@ -24,13 +24,20 @@
 //! | `fleetwake_queue_pulls_failed_total` | counter | (pull requests that could not be made or ended with an error) |
 //! | `fleetwake_queue_watchdog_rebuilds_total` | counter | `what` (`subscription`, `connection`): the watchdog found nothing moving while messages waited |
 //! | `fleetwake_queue_nak_delay_seconds` | histogram | (delay asked for with each nak) |
+//! | `fleetwake_budget_permits_leased_total` | counter | `pfn` (cells leased from the shared budget) |
+//! | `fleetwake_budget_permits_wasted_total` | counter | `pfn` (leased cells that passed unused, or fell inside a pause) |
+//! | `fleetwake_budget_pauses_received_total` | counter | `pfn` (pauses learned from other instances) |
+//! | `fleetwake_budget_lease_failures_total` | counter | `pfn` (KV reads/writes that failed: NATS away or slow) |
+//! | `fleetwake_budget_wait_seconds` | histogram | `pfn` (time a wake waited for a cell) |
+//! | `fleetwake_budget_rate_per_second`, `fleetwake_budget_burst` | gauge | `pfn` (the budget in force) |
+//! | `fleetwake_budget_connected` | gauge | `pfn` (1 while leases are granted) |
 //! | `fleetwake_http_requests_total` | counter | `route`, `status` |
 //! | `fleetwake_http_jobs` | gauge | (HTTP API jobs held in memory) |
 //! | `fleetwake_http_held_results` | gauge | (wakes held in those jobs) |
 //!
 //! The queue and HTTP metrics are recorded by [`crate::service`].
 //! Labels never carry secrets, tokens or channel URIs: `tenant` is the configured
-//! tenant name.
+//! tenant name, `pfn` the configured PFN.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,5 +1,8 @@
 //! Small helpers shared across modules: serde for durations, decimal digits
-//! without the formatting machinery.
+//! without the formatting machinery, a warning said at most once per interval.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// `n` in decimal, written into the end of `buf` (20 bytes hold any `u64`);
 /// returns the digits. For hot paths where `format!` would cost more than
@@ -29,5 +32,37 @@ pub mod duration_ms {
     /// Reads milliseconds.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// A warning said at most once per interval: a burst of the same failure (a
+/// stream without a leader fails every publish for seconds) is one line with
+/// a count, not thousands.
+pub(crate) struct WarnEvery {
+    interval: Duration,
+    last: parking_lot::Mutex<Option<std::time::Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl WarnEvery {
+    pub(crate) fn new(interval: Duration) -> Self {
+        WarnEvery {
+            interval,
+            last: parking_lot::Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when this one should be said, `n` being how many were kept
+    /// quiet since the last one said.
+    pub(crate) fn check(&self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock();
+        if last.is_some_and(|t| now.duration_since(t) < self.interval) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
     }
 }

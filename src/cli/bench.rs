@@ -102,6 +102,12 @@ pub struct Args {
     /// records every metric, as in production).
     #[arg(long)]
     no_metrics: bool,
+    /// Share the PFN budget through this NATS server (a JetStream key-value
+    /// bucket of this run's own), as `[budget] url` does, to measure what
+    /// the shared budget costs per wake.
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "URL")]
+    budget_url: Option<String>,
     /// Also print throughput, latency and RSS every this many seconds.
     #[arg(long, value_name = "SECONDS")]
     interval: Option<f64>,
@@ -380,6 +386,21 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
         .config(engine_config)
         .transport(transport)
         .tenant(tenant);
+    #[cfg(feature = "nats")]
+    if let Some(url) = &a.budget_url {
+        let client = crate::service::nats::connect(
+            url,
+            None,
+            None,
+            None,
+            "fleetwake-bench".into(),
+            "bench --budget-url",
+        )
+        .await
+        .map_err(usage)?;
+        let bucket = format!("FLEETWAKE_BENCH_{}", std::process::id());
+        builder = builder.shared_budget(crate::engine::budget::SharedBudget::new(client, bucket));
+    }
     if let Some(s) = a.shards {
         builder = builder.shards(s);
     }

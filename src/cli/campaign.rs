@@ -75,7 +75,7 @@ pub(crate) async fn run(a: Args) -> u8 {
             return super::EXIT_CONFIG;
         }
     }
-    let engine = match super::build_engine(&cfg, &a.config, 1) {
+    let engine = match super::build_engine(&cfg, &a.config, 1, "campaign").await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");

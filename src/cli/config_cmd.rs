@@ -89,5 +89,5 @@ fn check_service_sections(cfg: &Config, path: &std::path::Path) -> Result<(), St
         super::serve_settings(cfg, path)?;
     }
     // Building starts no connection; the engine is dropped at once.
-    super::build_engine(cfg, path, instances).map(drop)
+    super::check_engine(cfg, path, instances).map(drop)
 }

@@ -85,7 +85,7 @@ pub(crate) async fn run(a: Args) -> u8 {
             return super::EXIT_CONFIG;
         }
     }
-    let engine = match super::build_engine(&cfg, &a.config, settings.instances) {
+    let engine = match super::build_engine(&cfg, &a.config, settings.instances, "consume").await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");

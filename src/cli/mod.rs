@@ -200,17 +200,74 @@ fn init_logging(format: LogFormat) -> Logging {
     Logging { guard, dropped }
 }
 
-/// Builds the engine from `cfg` (loaded from `path`), each PFN's rate split
-/// across `instances` processes. The error is ready to print and names the file.
-pub(crate) fn build_engine(
+/// Builds the engine from `cfg` (loaded from `path`). With `[budget] url`
+/// set, every PFN's budget and throttle pause are shared with the other
+/// instances through NATS (and `instances` is not needed); without it, each
+/// PFN's rate is split across `instances` processes. The error is ready to
+/// print and names the file.
+pub(crate) async fn build_engine(
+    cfg: &crate::config::Config,
+    path: &std::path::Path,
+    instances: u32,
+    name: &str,
+) -> Result<crate::engine::Engine, String> {
+    #[cfg(feature = "nats")]
+    {
+        let budget = budget_settings(cfg, path)?;
+        if let Some(shared) = budget
+            .connect(name)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?
+        {
+            if instances > 1 {
+                tracing::warn!(
+                    instances,
+                    "[consume] instances is not applied: [budget] shares each PFN's budget among however many instances run"
+                );
+            }
+            tracing::info!(
+                bucket = shared.bucket(),
+                "each PFN's budget is shared through NATS"
+            );
+            return cfg
+                .engine_builder()
+                .map_err(|e| e.to_string())?
+                .shared_budget(shared)
+                .build()
+                .map_err(|e| format!("{}: {e}", path.display()));
+        }
+    }
+    let _ = name;
+    check_engine(cfg, path, instances)
+}
+
+/// Builds the engine without contacting anything (no shared budget): what
+/// `config check` uses, and the engine of a process with no `[budget] url`.
+pub(crate) fn check_engine(
     cfg: &crate::config::Config,
     path: &std::path::Path,
     instances: u32,
 ) -> Result<crate::engine::Engine, String> {
+    #[cfg(feature = "nats")]
+    budget_settings(cfg, path)?;
     cfg.engine_builder_split(instances)
         .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `[budget]` of `cfg` (loaded from `path`), read and checked.
+#[cfg(feature = "nats")]
+pub(crate) fn budget_settings(
+    cfg: &crate::config::Config,
+    path: &std::path::Path,
+) -> Result<crate::service::budget::BudgetSettings, String> {
+    let settings: crate::service::budget::BudgetSettings =
+        cfg.section("budget").map_err(|e| e.to_string())?;
+    settings
+        .validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(settings)
 }
 
 /// `[consume]` of `cfg` (loaded from `path`), read and checked as

@@ -73,6 +73,25 @@ pub(crate) async fn run(a: Args) -> u8 {
     if a.no_retry {
         builder = builder.retry(RetryPolicy::none());
     }
+    // One push counts against the PFN's shared budget and honours its pause too.
+    #[cfg(feature = "nats")]
+    {
+        let shared = match super::budget_settings(&cfg, &a.config) {
+            Ok(b) => b
+                .connect("send")
+                .await
+                .map_err(|e| format!("{}: {e}", a.config.display())),
+            Err(e) => Err(e),
+        };
+        match shared {
+            Ok(Some(shared)) => builder = builder.shared_budget(shared),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return super::EXIT_CONFIG;
+            }
+        }
+    }
     let engine = match builder.build() {
         Ok(e) => e,
         Err(e) => {

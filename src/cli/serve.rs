@@ -53,7 +53,7 @@ pub(crate) async fn run(a: Args) -> u8 {
             return super::EXIT_INTERNAL;
         }
     };
-    let engine = match super::build_engine(&cfg, &a.config, 1) {
+    let engine = match super::build_engine(&cfg, &a.config, 1, "serve").await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");

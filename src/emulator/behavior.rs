@@ -33,6 +33,7 @@
 //! | `unavailable-<secs>`  | 503 + `Retry-After` |
 //! | `error`               | 500 |
 //! | `flaky-<n>`           | first `n` pushes to the channel get 503, then 200 `received` |
+//! | `throttleonce-<secs>` | the first push to the channel gets 406 + `Retry-After`, later ones 200 `received` |
 //! | `slow-<ms>`           | sleep `ms` (capped at 60 s), then 200 `received` |
 //!
 //! Numeric parameters are plain ASCII decimal digits (no sign, no spaces) that
@@ -82,6 +83,9 @@ pub enum Behavior {
     TooLarge,
     /// The first `n` pushes to the channel get 503, later ones 200 `received`.
     Flaky(u64),
+    /// The first push to the channel gets 406 with `Retry-After: <secs>`,
+    /// later ones 200 `received` (one throttle, then the app may go on).
+    ThrottleOnce(u64),
     /// Wait this long (already capped at [`MAX_SLOW`]) then 200 `received`.
     Slow(Duration),
 }
@@ -122,6 +126,7 @@ pub fn parse_behavior(channel_token: &str) -> Behavior {
         ("throttle429", Some(_), Some(s)) => Behavior::Throttle429(s),
         ("continueafter", Some(_), Some(s)) => Behavior::ContinueAfter(s),
         ("flaky", Some(_), Some(n)) => Behavior::Flaky(n),
+        ("throttleonce", Some(_), Some(s)) => Behavior::ThrottleOnce(s),
         ("slow", Some(_), Some(ms)) => Behavior::Slow(Duration::from_millis(ms).min(MAX_SLOW)),
         _ => Behavior::Ok,
     }
@@ -177,6 +182,10 @@ mod tests {
         );
         assert_eq!(parse_behavior("flaky-3.a"), Behavior::Flaky(3));
         assert_eq!(parse_behavior("flaky-0.a"), Behavior::Flaky(0));
+        assert_eq!(
+            parse_behavior("throttleonce-3.a"),
+            Behavior::ThrottleOnce(3)
+        );
         assert_eq!(
             parse_behavior("slow-250.a"),
             Behavior::Slow(Duration::from_millis(250))

@@ -163,6 +163,9 @@ pub struct EmulatorConfig {
     pub h2_max_concurrent_streams: u32,
     /// Extra DNS names (or IPs) for the generated leaf certificate.
     pub extra_sans: Vec<String>,
+    /// Keep every push's arrival time per app ([`EmulatorHandle::arrivals`]);
+    /// off by default (it costs memory per push).
+    pub record_arrivals: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -176,6 +179,7 @@ impl Default for EmulatorConfig {
             apps: Vec::new(),
             h2_max_concurrent_streams: 100,
             extra_sans: Vec::new(),
+            record_arrivals: false,
         }
     }
 }
@@ -332,7 +336,7 @@ impl EmulatorConfig {
                 source,
             })?;
         let shared = Arc::new(Shared {
-            stats: StatsRecorder::default(),
+            stats: StatsRecorder::new(self.record_arrivals),
             channels: ChannelTable::default(),
             tokens: TokenRegistry::default(),
             apps: self.apps,
@@ -400,6 +404,13 @@ impl EmulatorHandle {
     /// A snapshot of the stats, including the per-channel map.
     pub fn stats(&self) -> EmulatorStats {
         self.shared.snapshot(true)
+    }
+
+    /// When each push presented with `app_key`'s tokens arrived (the
+    /// Package SID, or `tenant/client_id` for Entra), as offsets from the
+    /// emulator's start; empty unless [`EmulatorConfig::record_arrivals`].
+    pub fn arrivals(&self, app_key: &str) -> Vec<Duration> {
+        self.shared.stats.arrivals(app_key)
     }
 
     /// Makes every token issued so far answer 401 "Token expired"; tokens

@@ -462,6 +462,17 @@ fn decide(
                 Reply::ok("received")
             }
         }
+        Behavior::ThrottleOnce(s) => {
+            state.flaky_seen = state.flaky_seen.saturating_add(1);
+            if state.flaky_seen == 1 {
+                Reply {
+                    retry_after: Some(s),
+                    ..Reply::error(StatusCode::NOT_ACCEPTABLE, "Throttle limit exceeded")
+                }
+            } else {
+                Reply::ok("received")
+            }
+        }
     }
 }
 

@@ -90,18 +90,38 @@ impl RateWindow {
     }
 }
 
+/// Most arrival times kept per app when they are recorded.
+const MAX_ARRIVALS: usize = 1_000_000;
+
 /// Per-app push counters; shared by every token issued to that app.
 #[derive(Debug, Default)]
 pub(crate) struct AppRate {
     window: Mutex<RateWindow>,
+    /// Every push's arrival time (up to [`MAX_ARRIVALS`]), when recorded.
+    arrivals: Option<Mutex<Vec<Instant>>>,
 }
 
 impl AppRate {
+    fn new(record_arrivals: bool) -> Self {
+        AppRate {
+            window: Mutex::new(RateWindow::default()),
+            arrivals: record_arrivals.then(|| Mutex::new(Vec::new())),
+        }
+    }
+
     /// Records one push presented with this app's token, timestamped now.
     pub(crate) fn record_push(&self) {
         let mut w = self.window.lock();
         // Take the time under the lock so instants enter the deque in order.
-        w.record(Instant::now());
+        let now = Instant::now();
+        w.record(now);
+        drop(w);
+        if let Some(a) = &self.arrivals {
+            let mut a = a.lock();
+            if a.len() < MAX_ARRIVALS {
+                a.push(now);
+            }
+        }
     }
 
     fn read(&self) -> (u64, u64) {
@@ -111,6 +131,9 @@ impl AppRate {
 
     fn reset(&self) {
         self.window.lock().reset();
+        if let Some(a) = &self.arrivals {
+            a.lock().clear();
+        }
     }
 }
 
@@ -128,11 +151,24 @@ pub(crate) struct StatsRecorder {
     conn_h1: AtomicU64,
     conn_h2: AtomicU64,
     apps: RwLock<HashMap<Arc<str>, Arc<AppRate>>>,
+    /// Keep every push's arrival time per app (for tests that look at gaps
+    /// and per-second counts).
+    record_arrivals: bool,
+    started: Instant,
 }
 
 impl Default for StatsRecorder {
     fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl StatsRecorder {
+    /// Counters, keeping arrival times per app when `record_arrivals`.
+    pub(crate) fn new(record_arrivals: bool) -> Self {
         Self {
+            record_arrivals,
+            started: Instant::now(),
             token_legacy: AtomicU64::new(0),
             token_entra: AtomicU64::new(0),
             token_rejected: AtomicU64::new(0),
@@ -142,6 +178,24 @@ impl Default for StatsRecorder {
             conn_h2: AtomicU64::new(0),
             apps: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Arrival times of the pushes presented with `app_key`'s tokens, as
+    /// offsets from the emulator's start (empty unless recorded).
+    pub(crate) fn arrivals(&self, app_key: &str) -> Vec<Duration> {
+        let Some(rate) = self.apps.read().get(app_key).cloned() else {
+            return Vec::new();
+        };
+        let Some(a) = &rate.arrivals else {
+            return Vec::new();
+        };
+        let started = self.started;
+        let times: Vec<Duration> = a
+            .lock()
+            .iter()
+            .map(|t| t.saturating_duration_since(started))
+            .collect();
+        times
     }
 }
 
@@ -188,7 +242,11 @@ impl StatsRecorder {
         }
         let mut apps = self.apps.write();
         let key: Arc<str> = Arc::from(app_key);
-        let rate = apps.entry(key.clone()).or_default().clone();
+        let record = self.record_arrivals;
+        let rate = apps
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(AppRate::new(record)))
+            .clone();
         (key, rate)
     }
 

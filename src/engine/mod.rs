@@ -17,6 +17,8 @@
 //! - [`retry`] holds the [`RetryPolicy`];
 //! - `shard`: the worker and the life of one wake (the hot path).
 
+#[cfg(feature = "nats")]
+pub mod budget;
 mod hosts;
 pub mod retry;
 mod shard;
@@ -251,6 +253,8 @@ pub struct EngineBuilder {
     config: EngineConfig,
     transport: TransportConfig,
     tenants: Vec<TenantConfig>,
+    #[cfg(feature = "nats")]
+    shared_budget: Option<budget::SharedBudget>,
 }
 
 impl EngineBuilder {
@@ -280,6 +284,15 @@ impl EngineBuilder {
         self
     }
 
+    /// Shares every PFN's rate budget and throttle pause with the other
+    /// instances that name the same NATS key-value bucket (see
+    /// [`budget`]); without it each engine enforces its own.
+    #[cfg(feature = "nats")]
+    pub fn shared_budget(mut self, b: budget::SharedBudget) -> Self {
+        self.shared_budget = Some(b);
+        self
+    }
+
     /// Builds the engine and starts its shard workers (inside a tokio runtime).
     /// Install a metrics recorder before this if you want metrics.
     pub fn build(self) -> Result<Engine, BuildError> {
@@ -291,6 +304,7 @@ impl EngineBuilder {
         // One limiter per PFN, with the tenant that set it and its limit.
         let mut limiters: HashMap<String, (Arc<PfnLimiter>, String, RateLimit)> = HashMap::new();
         let mut tenants: HashMap<_, _, foldhash::fast::RandomState> = HashMap::default();
+        let mut budget_tasks: Vec<JoinHandle<()>> = Vec::new();
         for t in self.tenants {
             t.credentials
                 .validate()
@@ -302,6 +316,16 @@ impl EngineBuilder {
             let metrics = TenantMetrics::new(&t.name);
             let pfn = t.pfn.clone().unwrap_or_else(|| t.name.clone());
             let (limiter, first, first_limit) = limiters.entry(pfn.clone()).or_insert_with(|| {
+                #[cfg(feature = "nats")]
+                if let Some(b) = &self.shared_budget {
+                    let (shared, task) = budget::SharedPfn::start(&pfn, t.rate_limit, b);
+                    budget_tasks.push(rt.spawn(task));
+                    return (
+                        Arc::new(PfnLimiter::shared(t.rate_limit, shared)),
+                        t.name.clone(),
+                        t.rate_limit,
+                    );
+                }
                 (
                     Arc::new(PfnLimiter::new(t.rate_limit)),
                     t.name.clone(),
@@ -359,6 +383,7 @@ impl EngineBuilder {
                 tenants,
                 queues,
                 workers: Mutex::new(workers),
+                background: budget_tasks,
                 closing: AtomicBool::new(false),
                 draining_tx,
                 rejected: TenantMetrics::new("_none"),
@@ -383,10 +408,20 @@ struct Inner {
     tenants: HashMap<Arc<str>, Arc<Tenant>, foldhash::fast::RandomState>,
     queues: Vec<mpsc::Sender<shard::Job>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Tasks that live as long as the engine (the shared budget's).
+    background: Vec<JoinHandle<()>>,
     closing: AtomicBool,
     draining_tx: watch::Sender<bool>,
     rejected: TenantMetrics,
     retry_deadline: Duration,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in &self.background {
+            t.abort();
+        }
+    }
 }
 
 /// The WNS wake engine. Cheap to clone; all clones share one engine.

@@ -115,6 +115,10 @@ pub struct PfnLimiter {
     epoch: Instant,
     /// Nanoseconds after `epoch` until which nothing is sent (Retry-After on 406/429).
     paused_until: AtomicU64,
+    /// The budget shared with other instances through NATS, when configured:
+    /// it then replaces the in-process limiter and pause.
+    #[cfg(feature = "nats")]
+    shared: Option<Arc<super::budget::SharedPfn>>,
 }
 
 impl PfnLimiter {
@@ -125,12 +129,27 @@ impl PfnLimiter {
             clock: DefaultClock::default(),
             epoch: Instant::now(),
             paused_until: AtomicU64::new(0),
+            #[cfg(feature = "nats")]
+            shared: None,
+        }
+    }
+
+    /// A limiter whose budget and pause are shared through `shared`.
+    #[cfg(feature = "nats")]
+    pub(crate) fn shared(r: RateLimit, shared: Arc<super::budget::SharedPfn>) -> Self {
+        PfnLimiter {
+            shared: Some(shared),
+            ..PfnLimiter::new(r)
         }
     }
 
     /// Waits for a pause to end and for a rate-limit cell. Returns false if that
     /// would pass `deadline` (nothing is consumed then, except on a race).
     pub async fn until_ready(&self, deadline: Instant) -> bool {
+        #[cfg(feature = "nats")]
+        if let Some(s) = &self.shared {
+            return s.until_ready(deadline).await;
+        }
         loop {
             let now = Instant::now();
             let paused =
@@ -155,8 +174,14 @@ impl PfnLimiter {
         }
     }
 
-    /// Stops every send for this PFN for `d` (extends, never shortens, a pause).
+    /// Stops every send for this PFN for `d` (extends, never shortens, a
+    /// pause); with a shared budget, on every instance.
     pub fn pause(&self, d: Duration) {
+        #[cfg(feature = "nats")]
+        if let Some(s) = &self.shared {
+            s.pause(d);
+            return;
+        }
         let until = (Instant::now() + d)
             .saturating_duration_since(self.epoch)
             .as_nanos()

@@ -41,6 +41,7 @@ use tokio::task::JoinSet;
 use super::ops::Readiness;
 use super::wake_request::{MalformedWake, WakeRequest, WakeResult};
 use crate::engine::Engine;
+use crate::util::WarnEvery;
 use crate::wns::{Outcome, OutcomeKind, PushOptions};
 
 /// The `[consume]` table.
@@ -149,17 +150,7 @@ impl ConsumeSettings {
     /// The NATS servers of `url` (comma-separated; the client also learns the
     /// rest of a cluster from the server it reaches).
     pub fn server_addrs(&self) -> Result<Vec<async_nats::ServerAddr>, String> {
-        let mut addrs = Vec::new();
-        for u in self.url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-            let a = u
-                .parse::<async_nats::ServerAddr>()
-                .map_err(|e| format!("[consume] url: {u:?} is not a NATS server address: {e}"))?;
-            addrs.push(a);
-        }
-        if addrs.is_empty() {
-            return Err("[consume] url names no NATS server".into());
-        }
-        Ok(addrs)
+        super::nats::server_addrs(&self.url, "consume")
     }
 
     /// Checks the bounds; the message says which key is wrong.
@@ -393,38 +384,6 @@ impl Progress {
     fn idle(&self) -> Duration {
         let now = self.start.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-/// A warning said at most once per interval: a burst of the same failure (a
-/// stream without a leader fails every publish for seconds) is one line with
-/// a count, not thousands.
-struct WarnEvery {
-    interval: Duration,
-    last: parking_lot::Mutex<Option<std::time::Instant>>,
-    suppressed: AtomicU64,
-}
-
-impl WarnEvery {
-    fn new(interval: Duration) -> Self {
-        WarnEvery {
-            interval,
-            last: parking_lot::Mutex::new(None),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(n)` when this one should be said, `n` being how many were kept
-    /// quiet since the last one said.
-    fn check(&self) -> Option<u64> {
-        let now = std::time::Instant::now();
-        let mut last = self.last.lock();
-        if last.is_some_and(|t| now.duration_since(t) < self.interval) {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        *last = Some(now);
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -747,36 +706,21 @@ async fn connect_nats(
     settings: &ConsumeSettings,
     instance: &str,
 ) -> Result<async_nats::Client, ConsumeError> {
-    let mut opts = async_nats::ConnectOptions::new()
-        .name(format!("fleetwake-consume {instance}"))
-        .connection_timeout(Duration::from_secs(5));
-    if let Some(var) = &settings.token_env {
-        let t = std::env::var(var).map_err(|_| {
-            ConsumeError::Settings(format!("[consume] token_env: {var} is not set"))
-        })?;
-        opts = opts.token(t);
-    }
-    match (&settings.user, &settings.password_env) {
-        (Some(u), Some(var)) => {
-            let p = std::env::var(var).map_err(|_| {
-                ConsumeError::Settings(format!("[consume] password_env: {var} is not set"))
-            })?;
-            opts = opts.user_and_password(u.clone(), p);
+    super::nats::connect(
+        &settings.url,
+        settings.token_env.as_deref(),
+        settings.user.as_deref(),
+        settings.password_env.as_deref(),
+        format!("fleetwake-consume {instance}"),
+        "consume",
+    )
+    .await
+    .map_err(|e| match e {
+        super::nats::ConnectError::Settings(m) => ConsumeError::Settings(m),
+        super::nats::ConnectError::Unreachable { url, reason } => {
+            ConsumeError::Connect { url, reason }
         }
-        (None, None) => {}
-        _ => {
-            return Err(ConsumeError::Settings(
-                "[consume] user and password_env go together".into(),
-            ))
-        }
-    }
-    let addrs = settings.server_addrs().map_err(ConsumeError::Settings)?;
-    opts.connect(addrs)
-        .await
-        .map_err(|e| ConsumeError::Connect {
-            url: settings.url.clone(),
-            reason: e.to_string(),
-        })
+    })
 }
 
 /// The durable pull consumer every instance shares, created if missing.

@@ -9,7 +9,10 @@
 //!   `/healthz`, `/readyz`, `/openapi.json`);
 //! - [`auth`] owns API keys and their constant-time check;
 //! - [`ops`] owns readiness, the metrics text and the small HTTP server both
-//!   modes use.
+//!   modes use;
+//! - [`budget`] (feature `nats`) owns the `[budget]` table: where the PFN
+//!   budget shared by every instance lives;
+//! - [`nats`] (feature `nats`) owns connecting to NATS from a config table.
 //!
 //! Both modes are thin drivers of one [`crate::Engine`]: they turn requests into
 //! [`crate::Notification`]s, wait for the [`crate::Outcome`], and report it as a
@@ -17,8 +20,12 @@
 
 pub mod auth;
 #[cfg(feature = "nats")]
+pub mod budget;
+#[cfg(feature = "nats")]
 pub mod consume;
 pub mod http_api;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod ops;
 pub mod wake_request;
 

@@ -203,9 +203,14 @@ pub fn wake(id: &str, token: &str) -> String {
 /// `POST /v1/wakes?wait=true` with each body, all at once (one thread and one
 /// connection each); the answers in the order of `bodies`.
 pub fn post_wait_parallel(addr: SocketAddr, bodies: Vec<String>) -> Vec<Resp> {
-    let clients: Vec<_> = bodies
+    post_wait_parallel_to(bodies.into_iter().map(|b| (addr, b)).collect())
+}
+
+/// [`post_wait_parallel`], each body to its own server.
+pub fn post_wait_parallel_to(requests: Vec<(SocketAddr, String)>) -> Vec<Resp> {
+    let clients: Vec<_> = requests
         .into_iter()
-        .map(|b| {
+        .map(|(addr, b)| {
             std::thread::spawn(move || {
                 request(
                     addr,
