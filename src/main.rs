@@ -32,5 +32,5 @@ fn main() -> std::process::ExitCode {
         }
         default_hook(info);
     }));
-    fleetwake::cli::main()
+    fleetwake::__cli_main()
 }

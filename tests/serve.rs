@@ -304,6 +304,9 @@ async fn sigterm_with_a_drain_delay_answers_503_while_still_listening() {
     let mut srv = start(&config);
     let addr = srv.addr;
     assert_eq!(request(addr, "GET", "/readyz", None, None).status, 200);
+    // The image's HEALTHCHECK command agrees with the endpoints.
+    assert_eq!(healthcheck(addr, "/healthz"), Some(0));
+    assert_eq!(healthcheck(addr, "/readyz"), Some(0));
 
     let signalled = Instant::now();
     Command::new("kill")
@@ -315,6 +318,8 @@ async fn sigterm_with_a_drain_delay_answers_503_while_still_listening() {
     // say 503, liveness 200.
     assert_eq!(request(addr, "GET", "/readyz", None, None).status, 503);
     assert_eq!(request(addr, "GET", "/healthz", None, None).status, 200);
+    assert_eq!(healthcheck(addr, "/readyz"), Some(1), "503 is unhealthy");
+    assert_eq!(healthcheck(addr, "/healthz"), Some(0));
     let body = wake("drain-1", "ok.drain1");
     let r = request(
         addr,
@@ -333,7 +338,22 @@ async fn sigterm_with_a_drain_delay_answers_503_while_still_listening() {
     assert_eq!(srv.child.wait().unwrap().code(), Some(0));
     assert!(signalled.elapsed() >= DELAY, "exited before the delay");
     assert!(std::net::TcpStream::connect(addr).is_err());
+    assert_eq!(healthcheck(addr, "/healthz"), Some(1), "nothing listens");
     emu.shutdown().await;
+}
+
+/// `fleetwake healthcheck` (the Dockerfile's HEALTHCHECK) against `addr`:
+/// its exit code.
+fn healthcheck(addr: std::net::SocketAddr, path: &str) -> Option<i32> {
+    let out = Command::new(BIN)
+        .args(["healthcheck", "--addr", &addr.to_string(), "--path", path])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("unhealthy:"), "{err}");
+    }
+    out.status.code()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

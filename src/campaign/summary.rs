@@ -132,6 +132,26 @@ pub struct Summary {
     pub action_lists: BTreeMap<String, PathBuf>,
     /// The report file.
     pub report: PathBuf,
+    /// The first [`INLINE_LIST`] devices of each action list, for the HTML
+    /// page (the lists themselves are the CSV files).
+    #[serde(skip)]
+    pub action_examples: BTreeMap<String, Vec<ActionExample>>,
+}
+
+/// How many devices of each action list the summary keeps for the HTML page.
+pub const INLINE_LIST: usize = 200;
+
+/// One device of an action list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionExample {
+    /// The device id.
+    pub device_id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its outcome.
+    pub outcome: String,
+    /// Its line in the input.
+    pub line: Option<u64>,
 }
 
 impl Summary {
@@ -215,6 +235,18 @@ pub fn summarize(report: &Path, dir: Option<&Path>) -> std::io::Result<Summary> 
                 v.insert(w)
             }
         };
+        let examples = s
+            .action_examples
+            .entry(action.as_str().to_string())
+            .or_default();
+        if examples.len() < INLINE_LIST {
+            examples.push(ActionExample {
+                device_id: row.device_id.clone().unwrap_or_default(),
+                tenant: row.tenant.clone().unwrap_or_default(),
+                outcome: row.outcome.clone(),
+                line: row.line,
+            });
+        }
         writeln!(
             w,
             "{},{},{},{},{}",

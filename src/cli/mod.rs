@@ -21,6 +21,7 @@ mod consume;
 mod demo;
 #[cfg(feature = "emulator")]
 mod emulate;
+mod healthcheck;
 mod mdm;
 mod send;
 mod serve;
@@ -60,9 +61,35 @@ Exit codes:
 
 Logging: FLEETWAKE_LOG filters logs (e.g. FLEETWAKE_LOG=fleetwake=debug); --log-format json.";
 
+/// What `--version` says: the version, the git commit it was built from, and
+/// the features compiled in.
+fn version_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let features: Vec<&str> = [
+            ("emulator", cfg!(feature = "emulator")),
+            ("nats", cfg!(feature = "nats")),
+            ("mimalloc", cfg!(feature = "mimalloc")),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        format!(
+            "{} (commit {}; features: {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("FLEETWAKE_GIT_COMMIT"),
+            if features.is_empty() {
+                "none".to_string()
+            } else {
+                features.join(", ")
+            }
+        )
+    })
+}
+
 /// Wake Windows devices for MDM through WNS raw push, at fleet scale.
 #[derive(Debug, Parser)]
-#[command(name = "fleetwake", version, about, after_help = AFTER_HELP)]
+#[command(name = "fleetwake", version = version_text(), about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -99,6 +126,8 @@ enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(config_cmd::Command),
+    /// GET a local health endpoint; exit 0 on 2xx (for container HEALTHCHECKs).
+    Healthcheck(healthcheck::Args),
     /// Run the built-in WNS emulator (token endpoints and push endpoint over TLS).
     #[cfg(feature = "emulator")]
     Emulate(emulate::Args),
@@ -139,6 +168,7 @@ pub fn main() -> ExitCode {
             Command::Serve(a) => serve::run(a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::Config(c) => config_cmd::run(c),
+            Command::Healthcheck(a) => healthcheck::run(a),
             #[cfg(feature = "emulator")]
             Command::Emulate(a) => emulate::run(a).await,
             Command::Mdm(a) => mdm::run(a),

@@ -68,7 +68,7 @@ pub(crate) struct OpenHost {
     pub(crate) message: String,
 }
 
-/// A host that is down, as [`HostHealth::snapshot`] reports it.
+/// A channel host whose breaker is open, as [`Engine::health`](crate::Engine::health) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostDown {
     /// The host.
