@@ -12,7 +12,8 @@
 //!   the order they are written (one HPACK encoder, one decoder per connection);
 //! - every header block received is decoded, even for a stream already gone,
 //!   so the decoder's table stays in step with the server's;
-//! - at most the server's `SETTINGS_MAX_CONCURRENT_STREAMS` streams are open;
+//! - at most the server's `SETTINGS_MAX_CONCURRENT_STREAMS` streams are open,
+//!   and one until its first SETTINGS frame arrives;
 //!   further requests wait in a queue (the engine bounds how many);
 //! - DATA is sent within both send windows, and the server's DATA is accepted
 //!   within ours (connection window credited back as it is read; a stream's
@@ -150,6 +151,8 @@ pub(crate) struct Connection {
     next_id: u32,
     /// The server's settings.
     peer_max_streams: usize,
+    /// The server's first SETTINGS frame has arrived.
+    peer_settings_seen: bool,
     peer_initial_window: i64,
     peer_max_frame: usize,
     /// Our connection send window.
@@ -202,8 +205,12 @@ impl Connection {
             streams: HashMap::default(),
             blocked: VecDeque::new(),
             next_id: 1,
-            // Until the server's SETTINGS arrive (RFC 9113 recommends at least 100).
-            peer_max_streams: 100,
+            // One stream until the server's SETTINGS arrive: a server whose
+            // limit is lower may treat streams past it as a connection error
+            // (python-h2 behind hypercorn answers GOAWAY PROTOCOL_ERROR), and
+            // its SETTINGS come first, within the round trip of that stream.
+            peer_max_streams: 1,
+            peer_settings_seen: false,
             peer_initial_window: 65_535,
             peer_max_frame: frame::DEFAULT_MAX_FRAME,
             send_window: 65_535,
@@ -645,6 +652,12 @@ impl Connection {
             Err(e) => return self.conn_error(Reason::FRAME_SIZE_ERROR, e),
         };
         let mut grew = false;
+        if !self.peer_settings_seen {
+            // The limit the server names, or, when it names none, RFC 9113's
+            // recommended minimum of 100 as our own cap.
+            self.peer_settings_seen = true;
+            self.peer_max_streams = 100;
+        }
         for (id, v) in values {
             match id {
                 setting::HEADER_TABLE_SIZE => self.enc.set_max_table_size(v as usize),

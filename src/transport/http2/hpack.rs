@@ -1628,3 +1628,7 @@ mod tests {
         assert_in_sync(&enc2, &dec);
     }
 }
+
+#[cfg(test)]
+#[path = "hpack_corpus.rs"]
+mod corpus;

@@ -216,6 +216,26 @@ fn the_servers_stream_limit_queues_requests() {
         .any(|(h, _)| h.kind == kind::HEADERS && h.stream == 5));
 }
 
+/// Before the server's first SETTINGS, one stream: hypercorn (python-h2)
+/// with a limit of 1 answers a second early stream with GOAWAY
+/// PROTOCOL_ERROR (found by tests/interop_servers.rs).
+#[test]
+fn one_stream_until_the_servers_settings_arrive() {
+    let mut c = conn(1024);
+    let _keys: Vec<usize> = (0..3).map(|_| c.submit(request(b"")).unwrap()).collect();
+    let opened = |c: &mut Connection| -> Vec<u32> {
+        out_frames(c)
+            .iter()
+            .filter(|(h, _)| h.kind == kind::HEADERS)
+            .map(|(h, _)| h.stream)
+            .collect()
+    };
+    assert_eq!(opened(&mut c), [1]);
+    // SETTINGS that name no limit: the rest open (up to our cap of 100).
+    feed(&mut c, &settings(&[(setting::INITIAL_WINDOW_SIZE, 65_535)]));
+    assert_eq!(opened(&mut c), [3, 5]);
+}
+
 #[test]
 fn goaway_returns_unprocessed_requests_and_closes_to_new_ones() {
     let mut c = conn(1024);
