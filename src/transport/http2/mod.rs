@@ -19,7 +19,9 @@
 //! writes everything the connection queued before it closes; when the driver
 //! ends for any reason, every exchange still waiting ends with an error; a
 //! server that leaves our SETTINGS unacknowledged for [`SETTINGS_TIMEOUT`], or
-//! a keep-alive PING unanswered for [`PING_TIMEOUT`], fails the connection.
+//! a keep-alive PING unanswered for [`PING_TIMEOUT`], fails the connection;
+//! reading pauses while [`MAX_UNWRITTEN`] bytes of our output wait (a server
+//! that floods frames to acknowledge and never reads gets backpressure).
 
 pub(crate) mod conn;
 pub(crate) mod frame;
@@ -56,6 +58,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const DRIVER_BUDGET: u32 = 32;
 /// Bytes asked of the socket in one read.
 const READ_CHUNK: usize = 32 * 1024;
+/// Reading stops while this much of our output waits to be written: a server
+/// that floods frames we must answer (PING, SETTINGS) and does not read our
+/// answers gets backpressure, not an output buffer that grows without end.
+/// (One read's worth of acknowledgements can come on top: 32 KiB of PINGs is
+/// about 33 KiB of ACKs.)
+const MAX_UNWRITTEN: usize = 256 * 1024;
 
 /// State shared by the handle, the exchanges and the driver.
 struct Shared {
@@ -330,7 +338,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin, G: Unpin> Future for Driver<S, G> {
                 let m = "the connection was closed";
                 return this.fail(TransportErrorKind::Broken, m);
             }
-            let read = match this.read(cx) {
+            // Backpressure: while the server does not take what we owe it,
+            // read nothing more (the write above is registered for wake-up).
+            let read = if this.wbuf.len() >= MAX_UNWRITTEN {
+                Ok(None)
+            } else {
+                this.read(cx)
+            };
+            let read = match read {
                 Ok(r) => r,
                 Err(e) => {
                     let (kind, m) = io_failure("reading", &e);

@@ -655,3 +655,6 @@ async fn a_failed_connection_whose_server_does_not_read_ends_after_the_grace() {
         "ended at the wrong time"
     );
 }
+
+#[path = "hostile.rs"]
+mod hostile;
