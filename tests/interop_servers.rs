@@ -123,9 +123,18 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
-            .status();
+        // The server's own process group (Apache forks workers). Through
+        // kill(2), not the `kill` command: procps' `kill -KILL -PGID`
+        // without `--` took the whole session down in a setsid'd CI run.
+        if let Ok(pgid) = i32::try_from(self.child.id()) {
+            if pgid > 1 {
+                // SAFETY: kill(2) touches no memory; a negative pid names
+                // the process group that `start` created for this server.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

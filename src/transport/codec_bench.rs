@@ -99,3 +99,65 @@ pub fn nginx_like_answer_block() -> Vec<u8> {
     }
     block
 }
+
+/// Plays `server` (any bytes) as the server side of one HTTP/2 client
+/// connection with three pushes in flight, as the connection's driver would:
+/// the bytes arrive in reads whose size the first byte picks, every answer is
+/// polled after each read, and the client's output is drained. For the
+/// `h2_client` fuzz target; it panics only when an invariant breaks:
+/// - what the client writes stays within a constant and twice what it read
+///   (acknowledgements of PING and SETTINGS, window updates, resets), so a
+///   server cannot make it write without end;
+/// - when the bytes end (EOF), every exchange still waiting ends.
+pub fn http2_client_against(server: &[u8]) {
+    use super::http2::conn::{Config, Connection};
+    let Some((&first, rest)) = server.split_first() else {
+        return;
+    };
+    let read = usize::from(first % 64) * 37 + 1;
+    let mut c = Connection::new(Config { max_body: 4096 });
+    let mut req = Request::new(Bytes::from_static(b"wake"));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_static("https://db5p.notify.windows.com/?token=fuzz");
+    let keys: Vec<usize> = (0..3).filter_map(|_| c.submit(req.clone()).ok()).collect();
+    let waker = std::task::Waker::noop();
+    let mut out = BytesMut::new();
+    c.take_output(&mut out);
+    let mut written = 0usize;
+    let mut rbuf = BytesMut::new();
+    let mut done = vec![false; keys.len()];
+    for chunk in rest.chunks(read) {
+        rbuf.extend_from_slice(chunk);
+        c.recv(&mut rbuf);
+        out.clear();
+        c.take_output(&mut out);
+        written += out.len();
+        for (k, d) in keys.iter().zip(done.iter_mut()) {
+            if !*d && c.poll_response(*k, waker).is_ready() {
+                *d = true;
+            }
+        }
+        if c.is_finished() {
+            break;
+        }
+    }
+    assert!(
+        written <= 2 * rest.len() + 64 * 1024,
+        "wrote {written} bytes for {} read",
+        rest.len()
+    );
+    // The server's bytes end: the driver sees EOF and fails the connection,
+    // which must end every exchange still waiting.
+    c.fail(
+        super::TransportErrorKind::Broken,
+        "the server closed the connection",
+    );
+    for (k, d) in keys.iter().zip(done.iter_mut()) {
+        if !*d {
+            assert!(
+                c.poll_response(*k, waker).is_ready(),
+                "a failed connection left an exchange waiting"
+            );
+        }
+    }
+}
