@@ -23,8 +23,11 @@
 //! # for host in ["*.notify.windows.com", "login.live.com"] {
 //! #     transport.resolve.push(format!("{host}={}", emu.local_addr()).parse()?);
 //! # }
+//! # // The emulator takes any secret; a real one comes from your secret store.
+//! # std::env::set_var("CONTOSO_WNS_SECRET", "emulator-takes-any-secret");
 //! // One tenant: the Store app whose PFN the devices got through the DMClient
 //! // CSP, with its Package SID and secret (from the environment, never argv).
+//! let secret = std::env::var("CONTOSO_WNS_SECRET")?;
 //! let engine = Engine::builder()
 //!     .transport(transport)
 //!     .tenant(
@@ -32,7 +35,7 @@
 //!             "contoso",
 //!             Credentials::PackageSid {
 //!                 package_sid: "ms-app://S-1-15-2-1111111111-2222222222".into(),
-//!                 secret: Secret::new(std::env::var("CONTOSO_WNS_SECRET").unwrap_or_default()),
+//!                 secret: Secret::new(secret),
 //!             },
 //!         )
 //!         .pfn("Contoso.MDM_8wekyb3d8bbwe"),

@@ -37,13 +37,15 @@ pub mod duration_ms {
 
 /// A warning said at most once per interval: a burst of the same failure (a
 /// stream without a leader fails every publish for seconds) is one line with
-/// a count, not thousands.
+/// a count, not thousands. (Used by the NATS consumer and budget only.)
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) struct WarnEvery {
     interval: Duration,
     last: parking_lot::Mutex<Option<std::time::Instant>>,
     suppressed: AtomicU64,
 }
 
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 impl WarnEvery {
     pub(crate) fn new(interval: Duration) -> Self {
         WarnEvery {

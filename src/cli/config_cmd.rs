@@ -80,11 +80,13 @@ pub(crate) fn run(c: Command) -> u8 {
 /// would at start-up (when present), and builds the engine once, so that
 /// everything they would refuse is refused here first. Contacts nothing.
 fn check_service_sections(cfg: &Config, path: &std::path::Path) -> Result<(), String> {
-    let mut instances = 1;
     #[cfg(feature = "nats")]
-    if cfg.file.consume.is_some() {
-        instances = super::consume_settings(cfg, path)?.instances;
-    }
+    let instances = match cfg.file.consume {
+        Some(_) => super::consume_settings(cfg, path)?.instances,
+        None => 1,
+    };
+    #[cfg(not(feature = "nats"))]
+    let instances = 1;
     if cfg.file.serve.is_some() {
         super::serve_settings(cfg, path)?;
     }

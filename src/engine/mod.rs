@@ -304,6 +304,7 @@ impl EngineBuilder {
         // One limiter per PFN, with the tenant that set it and its limit.
         let mut limiters: HashMap<String, (Arc<PfnLimiter>, String, RateLimit)> = HashMap::new();
         let mut tenants: HashMap<_, _, foldhash::fast::RandomState> = HashMap::default();
+        #[cfg_attr(not(feature = "nats"), allow(unused_mut))]
         let mut budget_tasks: Vec<JoinHandle<()>> = Vec::new();
         for t in self.tenants {
             t.credentials
