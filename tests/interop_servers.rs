@@ -176,17 +176,13 @@ fn start(name: &str, mut cmd: Command, port: u16, dir: &Path) -> Server {
     }
     // Apache forks its workers after the listener; give them a moment.
     std::thread::sleep(Duration::from_millis(300));
-    server.name = name.to_string();
     server
 }
 
 /// True when every program is here; panics under CI when one is not.
 fn have(programs: &[&str]) -> bool {
     for p in programs {
-        let found = std::env::var_os("PATH")
-            .map(|paths| std::env::split_paths(&paths).any(|d| d.join(p).is_file()))
-            .unwrap_or(false)
-            || Path::new(p).is_file();
+        let found = common::which(p).is_some() || Path::new(p).is_file();
         if !found {
             assert!(
                 std::env::var("CI").is_err(),

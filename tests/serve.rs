@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -358,7 +358,7 @@ fn healthcheck(addr: std::net::SocketAddr, path: &str) -> Option<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_holds_against_the_live_server() {
-    let Ok(st) = which("schemathesis") else {
+    let Some(st) = common::which("schemathesis") else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "schemathesis is not on PATH; .ci/run installs it (pip install schemathesis)"
@@ -404,12 +404,4 @@ async fn openapi_document_holds_against_the_live_server() {
     );
     assert_eq!(srv.stop(), Some(0));
     emu.shutdown().await;
-}
-
-fn which(name: &str) -> Result<PathBuf, ()> {
-    let path = std::env::var_os("PATH").ok_or(())?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or(())
 }

@@ -286,18 +286,31 @@ pub(crate) fn check_engine(
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Table `[name]` of `cfg` (loaded from `path`), read and checked by
+/// `validate`; its errors name the file.
+fn checked_section<T: serde::de::DeserializeOwned + Default>(
+    cfg: &crate::config::Config,
+    path: &std::path::Path,
+    name: &str,
+    validate: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, String> {
+    let settings: T = cfg.section(name).map_err(|e| e.to_string())?;
+    validate(&settings).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(settings)
+}
+
 /// `[budget]` of `cfg` (loaded from `path`), read and checked.
 #[cfg(feature = "nats")]
 pub(crate) fn budget_settings(
     cfg: &crate::config::Config,
     path: &std::path::Path,
 ) -> Result<crate::service::budget::BudgetSettings, String> {
-    let settings: crate::service::budget::BudgetSettings =
-        cfg.section("budget").map_err(|e| e.to_string())?;
-    settings
-        .validate()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(settings)
+    checked_section(
+        cfg,
+        path,
+        "budget",
+        crate::service::budget::BudgetSettings::validate,
+    )
 }
 
 /// `[consume]` of `cfg` (loaded from `path`), read and checked as
@@ -307,12 +320,12 @@ pub(crate) fn consume_settings(
     cfg: &crate::config::Config,
     path: &std::path::Path,
 ) -> Result<crate::service::consume::ConsumeSettings, String> {
-    let settings: crate::service::consume::ConsumeSettings =
-        cfg.section("consume").map_err(|e| e.to_string())?;
-    settings
-        .validate()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(settings)
+    checked_section(
+        cfg,
+        path,
+        "consume",
+        crate::service::consume::ConsumeSettings::validate,
+    )
 }
 
 /// `[serve]` of `cfg` (loaded from `path`), read and checked as
@@ -327,11 +340,12 @@ pub(crate) fn serve_settings(
     ),
     String,
 > {
-    let settings: crate::service::http_api::ServeSettings =
-        cfg.section("serve").map_err(|e| e.to_string())?;
-    settings
-        .validate()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let settings = checked_section(
+        cfg,
+        path,
+        "serve",
+        crate::service::http_api::ServeSettings::validate,
+    )?;
     let base = path.parent().unwrap_or(std::path::Path::new("."));
     let keys = settings.api_keys(base).map_err(|e| e.to_string())?;
     if keys.is_empty() {

@@ -224,3 +224,12 @@ pub fn during(
         }],
     }
 }
+
+/// The first `name` on `PATH`, if any.
+#[allow(dead_code)]
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}

@@ -316,7 +316,7 @@ async fn unread_flood(one: Vec<u8>) {
         let written = srv.written.clone();
         let server = tokio::spawn(async move {
             srv.handshake(&[]).await;
-            let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+            let batch = one.repeat(1000);
             while srv.send(&batch).await.is_ok() {}
         });
         let e = exchange(&conn).await.expect_err("must fail");
@@ -360,7 +360,7 @@ async fn a_ping_and_settings_flood_from_a_server_that_reads_delays_nothing() {
             srv.wait_for(kind::HEADERS, 1).await;
             let mut one = server_frame(kind::PING, 0, 0, &[1; 8]);
             one.extend(settings(&[]));
-            let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+            let batch = one.repeat(1000);
             for _ in 0..100 {
                 srv.send(&batch).await.unwrap();
             }
@@ -394,12 +394,7 @@ async fn an_rst_flood_fails_its_stream_and_an_idle_stream_reset_the_connection()
             // 10,000 resets of the same stream: the first ends it, the rest
             // are for a closed stream and change nothing.
             let one = server_frame(kind::RST_STREAM, 0, 1, &0x8u32.to_be_bytes());
-            let flood: Vec<u8> = one
-                .iter()
-                .copied()
-                .cycle()
-                .take(one.len() * 10_000)
-                .collect();
+            let flood = one.repeat(10_000);
             srv.send(&flood).await.unwrap();
             srv.wait_for(kind::HEADERS, 3).await;
             srv.send(&response(3, 200, b"")).await.unwrap();
