@@ -10,8 +10,12 @@ builds fleetwake). This script:
 2. measures, against that same target, with the same payload (4 bytes), headers
    and connection counts:
    - h2load over HTTP/2 (-c 4 -m 100) and HTTP/1.1 (--h1 -c 64), each with
-     -t 1 and -t 2, alternating with `fleetwake bench` closed-loop runs with
-     --threads 1 and 2, for --rounds rounds (the best of each tool counts);
+     -t 1 and -t 2, interleaved with `fleetwake bench` closed-loop runs with
+     --threads 1 and 2, once per HTTP stack (`--stack own`, the project's
+     codecs, and `--stack crates`, the h2 crate and hyper), for --rounds
+     rounds (at least 3). Each contender's figure is the median over the
+     rounds of its best run inside a round, with the spread (min..max) and
+     the per-round ratios beside it;
    - `fleetwake bench` open loop at 80% of its best closed-loop rate;
    - node-wns 0.5.4 (sendRaw, 256 in flight over 64 keep-alive sockets);
    - `fleetwake campaign` over a generated file of 1,000,000 devices, and
@@ -222,10 +226,11 @@ def h2load(args, target, h1, threads, n):
     }
 
 
-def bench(args, target, http, mode, rate=None, duration=None, extra=(), threads=None):
+def bench(args, target, http, mode, rate=None, duration=None, extra=(), threads=None, stack="own"):
     conns = args.h1_connections if http == "h1" else args.h2_connections
     cmd = [FLEETWAKE, "bench", "--json", "--target", f"127.0.0.1:{target.port}",
-           "--ca", os.path.join(target.d, "ca.pem"), "--http", http, "--connections", str(conns)]
+           "--ca", os.path.join(target.d, "ca.pem"), "--http", http, "--connections", str(conns),
+           "--stack", stack]
     if mode == "closed":
         conc = args.h1_concurrency if http == "h1" else args.h2_connections * args.h2_streams
         cmd += ["--concurrency", str(conc)]
@@ -243,6 +248,7 @@ def bench(args, target, http, mode, rate=None, duration=None, extra=(), threads=
         raise SystemExit(f"fleetwake bench printed no JSON: {err[-2000:]}")
     r = json.loads(last[-1])
     r["tool"] = "fleetwake bench"
+    r.setdefault("stack", stack)
     r["target_cpu_s"] = tcpu
     r["exit_code"] = code
     return r
@@ -346,87 +352,175 @@ def fmt_ratio(r, target=None, higher=True):
     return s
 
 
-def summarize(res):
-    best = lambda rows: max(rows, key=lambda r: r["throughput_per_s"]) if rows else None
-    h2l = {h: best([r for r in res["h2load"] if r["http"] == h]) for h in ("h2", "h1")}
-    fw = {}
-    for r in res["bench"]:
-        k = (r["http"], r["mode"])
-        if k not in fw or r["throughput_per_s"] > fw[k]["throughput_per_s"]:
-            fw[k] = r
-    node = res.get("node_wns")
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    if not n:
+        return None
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def contenders(res, http):
+    """Per contender over `http`: its best run (throughput) inside each round.
+
+    A contender is h2load (best of -t 1 and -t 2), or fleetwake with one HTTP
+    stack (best of --threads 1 and 2), or fleetwake with one stack and one
+    thread count (for the two-core question)."""
     out = {}
+
+    def add(name, r):
+        rnd = r.get("round", 1)
+        cur = out.setdefault(name, {}).get(rnd)
+        if cur is None or r["throughput_per_s"] > cur["throughput_per_s"]:
+            out[name][rnd] = r
+
+    for r in res["h2load"]:
+        if r["http"] == http:
+            add("h2load", r)
+    for r in res["bench"]:
+        if r["http"] == http and r["mode"] == "closed":
+            st = r.get("stack", "own")
+            add(f"fleetwake/{st}", r)
+            add(f"fleetwake/{st} -t{r['threads']}", r)
+    return out
+
+
+def stats(per_round, key="throughput_per_s", pick=None):
+    vals = [(pick(r) if pick else r[key]) for r in per_round.values()]
+    return {"median": median(vals), "min": min(vals), "max": max(vals), "rounds": len(vals),
+            "values": [v for _, v in sorted(zip(per_round.keys(), vals))]}
+
+
+def summarize(res):
+    """Medians of per-round bests, their spread, and the ratios the targets name."""
+    out = {"contenders": {}}
     for h in ("h2", "h1"):
-        c = fw.get((h, "closed"))
-        if c and h2l[h]:
-            out[f"bench_{h}_vs_h2load"] = ratio(c["throughput_per_s"], h2l[h]["throughput_per_s"])
-            # CPU per wake: the leanest run of each tool (any thread count).
-            cpu_fw = min(r["cpu_s_per_1000"] for r in res["bench"] if r["http"] == h and r["mode"] == "closed")
-            cpu_h2l = min(r["cpu_s_per_1000"] for r in res["h2load"] if r["http"] == h)
-            out[f"bench_{h}_cpu_vs_h2load"] = ratio(cpu_fw, cpu_h2l)
-            # The same ratio within each round (best of each tool in that
-            # round): rounds run minutes apart, and on a machine whose speed
-            # drifts the spread of these shows how far to trust the best-of.
-            per_round = []
-            for rnd in sorted({r.get("round") for r in res["h2load"] if r.get("round")}):
-                a = [r["throughput_per_s"] for r in res["bench"] if r["http"] == h and r["mode"] == "closed" and r.get("round") == rnd]
-                b = [r["throughput_per_s"] for r in res["h2load"] if r["http"] == h and r.get("round") == rnd]
-                if a and b:
-                    per_round.append(ratio(max(a), max(b)))
-            if per_round:
-                out[f"bench_{h}_vs_h2load_per_round"] = per_round
+        cs = contenders(res, h)
+        table = {}
+        for name, per_round in cs.items():
+            table[name] = {
+                "throughput": stats(per_round),
+                # CPU per 1000 wakes of the round's best run (the run the throughput is from).
+                "cpu_s_per_1000": stats(per_round, key="cpu_s_per_1000"),
+            }
+        out["contenders"][h] = table
+        h2l = table.get("h2load")
+        for st in ("own", "crates"):
+            fw = table.get(f"fleetwake/{st}")
+            if not (fw and h2l):
+                continue
+            sfx = "" if st == "own" else "_crates"
+            out[f"bench_{h}_vs_h2load{sfx}"] = ratio(fw["throughput"]["median"], h2l["throughput"]["median"])
+            out[f"bench_{h}_cpu_vs_h2load{sfx}"] = ratio(fw["cpu_s_per_1000"]["median"], h2l["cpu_s_per_1000"]["median"])
+            # The same ratio inside each round, for the spread.
+            cs_fw, cs_h = cs[f"fleetwake/{st}"], cs["h2load"]
+            out[f"bench_{h}_vs_h2load{sfx}_per_round"] = [
+                ratio(cs_fw[k]["throughput_per_s"], cs_h[k]["throughput_per_s"])
+                for k in sorted(cs_fw) if k in cs_h]
+        own, crates = table.get("fleetwake/own"), table.get("fleetwake/crates")
+        if own and crates:
+            out[f"own_vs_crates_{h}"] = ratio(own["throughput"]["median"], crates["throughput"]["median"])
+            out[f"own_vs_crates_{h}_cpu"] = ratio(own["cpu_s_per_1000"]["median"], crates["cpu_s_per_1000"]["median"])
+        for st in ("own", "crates"):
+            t1, t2 = table.get(f"fleetwake/{st} -t1"), table.get(f"fleetwake/{st} -t2")
+            if t1 and t2:
+                out[f"threads2_vs_threads1_{h}_{st}"] = ratio(t2["throughput"]["median"], t1["throughput"]["median"])
+                a, b = cs[f"fleetwake/{st} -t2"], cs[f"fleetwake/{st} -t1"]
+                out[f"threads2_vs_threads1_{h}_{st}_per_round"] = [
+                    ratio(a[k]["throughput_per_s"], b[k]["throughput_per_s"]) for k in sorted(a) if k in b]
+    node = res.get("node_wns")
     if node:
-        top = max((r["throughput_per_s"] for r in res["bench"] if r["mode"] == "closed"), default=0)
-        h1c = fw.get(("h1", "closed"))
-        out["bench_best_vs_node_wns"] = ratio(top, node["throughput_per_s"])
-        if h1c:
-            out["bench_h1_vs_node_wns"] = ratio(h1c["throughput_per_s"], node["throughput_per_s"])
+        best = [t["throughput"]["median"] for h in ("h2", "h1")
+                for n, t in out["contenders"][h].items() if n == "fleetwake/own"]
+        if best:
+            out["bench_best_vs_node_wns"] = ratio(max(best), node["throughput_per_s"])
+        h1 = out["contenders"]["h1"].get("fleetwake/own")
+        if h1:
+            out["bench_h1_vs_node_wns"] = ratio(h1["throughput"]["median"], node["throughput_per_s"])
     camps = {c["devices"]: c for c in res.get("campaigns", [])}
     if len(camps) >= 2:
         ns = sorted(camps)
         out["campaign_rss_growth_kb"] = camps[ns[-1]]["peak_rss_kb"] - camps[ns[0]]["peak_rss_kb"]
-    return h2l, fw, out
+    return out
 
 
-def render(res):
-    h2l, fw, rt = summarize(res)
-    lines = []
-    add = lines.append
-    add("")
-    add(f"fleetwake load test, {res['date']} on {res['machine']['cpus']} cores, target nginx {res['machine']['nginx']} (1 worker, TLS) on loopback")
-    add("")
-    add(f"{'sender':<44} {'http':<5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/1k':>9} {'RSS MB':>7} {'target CPU ms/1k':>16}")
+def run_rows(res):
+    """Every run, named as in the tables."""
     rows = []
     for r in res["h2load"]:
         rows.append((f"h2load -t {r['threads']} (-c {r['connections']} -m {r['streams_per_connection']}) r{r.get('round', 1)}", r))
     for r in res["bench"]:
         load = f"{r['concurrency']} in flight" if r["mode"] == "closed" else f"{r['rate']:.0f}/s"
         rnd = f" r{r['round']}" if "round" in r else ""
-        rows.append((f"fleetwake bench -t {r['threads']} {r['mode']} ({load}){rnd}", r))
+        rows.append((f"fleetwake bench {r.get('stack', 'own')} -t {r['threads']} {r['mode']} ({load}){rnd}", r))
     if res.get("node_wns"):
         r = res["node_wns"]
         rows.append((f"node-wns {r['version']} ({r['concurrency']} in flight)", r))
     for c in res.get("campaigns", []):
         rows.append((f"fleetwake campaign {c['devices']:,} devices", c))
-    for name, r in rows:
+    return rows
+
+
+def spread(vals):
+    return " ".join(f"{v:.2f}" for v in vals)
+
+
+def ratio_lines(rt):
+    """The ratios the targets name, as medians, with the per-round spread."""
+    lines = []
+    add = lines.append
+
+    def pr(key):
+        v = rt.get(key + "_per_round")
+        return f"  (per round: {spread(v)})" if v else ""
+
+    add(f"  fleetwake / h2load, HTTP/2 throughput     {fmt_ratio(rt.get('bench_h2_vs_h2load'), 0.9)}{pr('bench_h2_vs_h2load')}")
+    add(f"  fleetwake / h2load, HTTP/1.1 throughput   {fmt_ratio(rt.get('bench_h1_vs_h2load'), 1.0)}{pr('bench_h1_vs_h2load')}")
+    add(f"  fleetwake / node-wns throughput           {fmt_ratio(rt.get('bench_best_vs_node_wns'), 6.0)}"
+        f"  (HTTP/1.1 vs HTTP/1.1: {fmt_ratio(rt.get('bench_h1_vs_node_wns'))})")
+    add(f"  CPU per wake, fleetwake / h2load, HTTP/2  {fmt_ratio(rt.get('bench_h2_cpu_vs_h2load'), 1.5, higher=False)}")
+    add(f"  CPU per wake, fleetwake / h2load, HTTP/1.1 {fmt_ratio(rt.get('bench_h1_cpu_vs_h2load'), 1.5, higher=False)}")
+    for h, name in (("h2", "HTTP/2"), ("h1", "HTTP/1.1")):
+        if f"own_vs_crates_{h}" in rt:
+            add(f"  own stack / crates stack, {name:<8} throughput {fmt_ratio(rt[f'own_vs_crates_{h}'])}, "
+                f"CPU per wake {fmt_ratio(rt[f'own_vs_crates_{h}_cpu'])}; crates / h2load "
+                f"{fmt_ratio(rt.get(f'bench_{h}_vs_h2load_crates'))}{pr(f'bench_{h}_vs_h2load_crates')}")
+    for h, name in (("h2", "HTTP/2"), ("h1", "HTTP/1.1")):
+        for st in ("own", "crates"):
+            k = f"threads2_vs_threads1_{h}_{st}"
+            if k in rt:
+                add(f"  --threads 2 / --threads 1, {name:<8} {st:<6} {fmt_ratio(rt[k], 1.0)}{pr(k)}")
+    return lines
+
+
+def render(res):
+    rt = summarize(res)
+    lines = []
+    add = lines.append
+    add("")
+    add(f"fleetwake load test, {res['date']} on {res['machine']['cpus']} cores, target nginx {res['machine']['nginx']} (1 worker, TLS) on loopback")
+    add("")
+    add("Every run:")
+    add(f"{'sender':<52} {'http':<5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/1k':>9} {'RSS MB':>7} {'target CPU ms/1k':>16}")
+    for name, r in run_rows(res):
         lat = r.get("latency") or {}
         p50 = f"{lat['p50_ms']:.2f}" if lat else "-"
         p99 = f"{lat['p99_ms']:.2f}" if lat else "-"
         n = r.get("notifications") or r.get("devices") or 1
         tcpu = r.get("target_cpu_s", 0) * 1e6 / n
-        add(f"{name:<44} {r['http']:<5} {r['throughput_per_s']:>8.0f} {p50:>8} {p99:>8} "
+        add(f"{name:<52} {r['http']:<5} {r['throughput_per_s']:>8.0f} {p50:>8} {p99:>8} "
             f"{r['cpu_s_per_1000'] * 1000:>9.1f} {r['peak_rss_kb'] / 1024:>7.1f} {tcpu:>16.1f}")
     add("")
-    add("Ratios (same target, same run):")
-    def rounds(h):
-        pr = rt.get(f"bench_{h}_vs_h2load_per_round")
-        return f"  (per round: {' '.join(f'{x:.2f}' for x in pr)})" if pr else ""
-    add(f"  fleetwake bench / h2load, HTTP/2 throughput   {fmt_ratio(rt.get('bench_h2_vs_h2load'), 0.9)}{rounds('h2')}")
-    add(f"  fleetwake bench / h2load, HTTP/1.1 throughput {fmt_ratio(rt.get('bench_h1_vs_h2load'), 1.0)}{rounds('h1')}")
-    add(f"  fleetwake bench / node-wns throughput         {fmt_ratio(rt.get('bench_best_vs_node_wns'), 6.0)}"
-        f"  (HTTP/1.1 vs HTTP/1.1: {fmt_ratio(rt.get('bench_h1_vs_node_wns'))})")
-    add(f"  CPU per wake, fleetwake / h2load, HTTP/2      {fmt_ratio(rt.get('bench_h2_cpu_vs_h2load'), 1.5, higher=False)}")
-    add(f"  CPU per wake, fleetwake / h2load, HTTP/1.1    {fmt_ratio(rt.get('bench_h1_cpu_vs_h2load'), 1.5, higher=False)}")
+    add("Medians over rounds of each contender's best run in the round (spread: min..max):")
+    add(f"{'contender':<30} {'http':<5} {'median req/s':>12} {'min..max':>17} {'CPU ms/1k':>9}  rounds")
+    for h in ("h2", "h1"):
+        for name, t in sorted(rt["contenders"][h].items()):
+            th = t["throughput"]
+            add(f"{name:<30} {h:<5} {th['median']:>12.0f} {th['min']:>8.0f}..{th['max']:<8.0f} "
+                f"{t['cpu_s_per_1000']['median'] * 1000:>9.1f}  {th['rounds']}")
+    add("")
+    add("Ratios of medians (same target, same run):")
+    lines += ratio_lines(rt)
     for c in res.get("campaigns", []):
         mb = c["peak_rss_kb"] / 1024
         add(f"  campaign {c['devices']:>9,} devices: peak RSS {mb:.1f} MB"
@@ -439,29 +533,25 @@ def render(res):
 
 def markdown(res):
     """The results as Markdown tables (for docs/BENCHMARKS.md)."""
-    h2l, fw, rt = summarize(res)
-    out = ["| sender | http | req/s | p50 ms | p99 ms | CPU ms per 1000 | peak RSS MB | target CPU ms per 1000 |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
-
-    def row(name, r, n):
+    rt = summarize(res)
+    out = ["| contender | http | median req/s | min–max req/s | median CPU ms per 1000 | rounds |",
+           "|---|---|---:|---:|---:|---:|"]
+    for h in ("h2", "h1"):
+        for name, t in sorted(rt["contenders"][h].items()):
+            th = t["throughput"]
+            out.append(f"| {name} | {h} | {th['median']:,.0f} | {th['min']:,.0f}–{th['max']:,.0f} | "
+                       f"{t['cpu_s_per_1000']['median'] * 1000:.1f} | {th['rounds']} |")
+    out += ["", "```"] + [l.strip() for l in ratio_lines(rt)] + ["```", "",
+            "| run | http | req/s | p50 ms | p99 ms | CPU ms per 1000 | peak RSS MB | target CPU ms per 1000 |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in run_rows(res):
         lat = r.get("latency") or {}
         p50 = f"{lat['p50_ms']:.2f}" if lat else "–"
         p99 = f"{lat['p99_ms']:.2f}" if lat else "–"
+        n = r.get("notifications") or r.get("devices") or 1
         tcpu = r.get("target_cpu_s", 0) * 1e6 / max(n, 1)
         out.append(f"| {name} | {r['http']} | {r['throughput_per_s']:,.0f} | {p50} | {p99} | "
                    f"{r['cpu_s_per_1000'] * 1000:.1f} | {r['peak_rss_kb'] / 1024:.1f} | {tcpu:.1f} |")
-
-    for r in res["h2load"]:
-        row(f"h2load -t {r['threads']} (-c {r['connections']} -m {r['streams_per_connection']}), round {r.get('round', 1)}", r, r["notifications"])
-    for r in res["bench"]:
-        load = f"{r['concurrency']} in flight" if r["mode"] == "closed" else f"{r['rate']:,.0f}/s"
-        rnd = f", round {r['round']}" if "round" in r else ""
-        row(f"fleetwake bench --threads {r['threads']}, {r['mode']} loop ({load}){rnd}", r, r["notifications"])
-    if res.get("node_wns"):
-        r = res["node_wns"]
-        row(f"node-wns {r['version']} ({r['concurrency']} in flight, {r['sockets']} sockets)", r, r["notifications"])
-    for c in res.get("campaigns", []):
-        row(f"fleetwake campaign, {c['devices']:,} devices from a file", c, c["devices"])
     return "\n".join(out) + "\n"
 
 
@@ -470,13 +560,13 @@ def svg_chart(res, path):
     for r in res["h2load"]:
         bars.append((f"h2load {r['http']} -t{r['threads']}", r["throughput_per_s"], "#888888"))
     for r in res["bench"]:
-        bars.append((f"fleetwake {r['http']} {r['mode']}", r["throughput_per_s"], "#2a6fdb"))
+        bars.append((f"fleetwake {r.get('stack', 'own')} {r['http']} {r['mode']} -t{r['threads']}", r["throughput_per_s"], "#2a6fdb"))
     if res.get("node_wns"):
         bars.append(("node-wns h1", res["node_wns"]["throughput_per_s"], "#d9822b"))
     for c in res.get("campaigns", []):
         bars.append((f"campaign {c['devices'] // 1000000}M", c["throughput_per_s"], "#3a9d5d"))
     top = max(b[1] for b in bars) or 1
-    w, lh, left = 760, 26, 190
+    w, lh, left = 820, 26, 250
     h = 60 + lh * len(bars)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
            f'<rect width="{w}" height="{h}" fill="white"/>',
@@ -541,7 +631,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=10, help="seconds per fleetwake bench run")
     ap.add_argument("--h2load-requests", type=int, default=500_000, help="requests per h2load run")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of alternating h2load and fleetwake bench runs; the best counts")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (at least 3); each contender's figure is the median of its per-round bests")
+    ap.add_argument("--stacks", default="own,crates", help="fleetwake HTTP stacks to measure, comma separated (own, crates); the first is the headline")
     ap.add_argument("--h2-connections", type=int, default=4)
     ap.add_argument("--h2-streams", type=int, default=100, help="h2load -m; fleetwake closed loop keeps connections x streams in flight")
     ap.add_argument("--h1-connections", type=int, default=64)
@@ -559,6 +650,8 @@ def main():
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     ap.add_argument("--nice", type=int, default=-15, help="niceness increment when run as root (0: leave it)")
     args = ap.parse_args()
+    if args.rounds < 3 and not (args.soak or args.markdown):
+        ap.error("--rounds must be at least 3 (the figures are medians over rounds)")
     only = set(filter(None, args.only.split(","))) or {"h2load", "bench", "node", "campaign"}
     if args.markdown:
         with open(args.markdown) as f:
@@ -606,11 +699,13 @@ def main():
             print(f"wrote {path}")
             return
 
-        # h2load and fleetwake bench alternate, protocol by protocol, for
-        # --rounds rounds; the best of each counts. Load from outside the test
-        # (other work on the machine) then hits both alike instead of whichever
-        # happened to run at the wrong moment.
+        # Interleaved rounds: inside a round, per protocol, h2load and each
+        # fleetwake stack take turns (-t 1, then -t 2). Each contender's best
+        # run inside a round counts for that round, and the median over the
+        # rounds is its figure; load from outside the test then hits every
+        # contender alike, and the spread shows how far to trust the median.
         best = {}
+        stacks = [s for s in args.stacks.split(",") if s]
         for rnd in range(1, args.rounds + 1):
             for http in ("h2", "h1"):
                 for t in (1, 2):
@@ -620,20 +715,22 @@ def main():
                         r["round"] = rnd
                         log(f"  {r['throughput_per_s']:.0f} req/s, {r['cpu_s_per_1000']:.4f} CPU s/1000")
                         res["h2load"].append(r)
-                    if "bench" in only:
-                        log(f"[round {rnd}] fleetwake bench {http} closed loop, --threads {t}, {args.duration:.0f} s")
-                        c = bench(args, target, http, "closed", threads=t)
+                    if "bench" not in only:
+                        continue
+                    for stack in stacks:
+                        log(f"[round {rnd}] fleetwake bench {http} {stack} stack, closed loop, --threads {t}, {args.duration:.0f} s")
+                        c = bench(args, target, http, "closed", threads=t, stack=stack)
                         c["round"] = rnd
                         log(f"  {c['throughput_per_s']:.0f}/s, p50 {c['latency']['p50_ms']:.2f} ms, {c['cpu_s_per_1000']:.4f} CPU s/1000")
                         res["bench"].append(c)
-                        if http not in best or c["throughput_per_s"] > best[http]["throughput_per_s"]:
+                        if stack == stacks[0] and (http not in best or c["throughput_per_s"] > best[http]["throughput_per_s"]):
                             best[http] = c
         if "bench" in only:
             for http in ("h2", "h1"):
                 b = best[http]
                 rate = args.open_fraction * b["throughput_per_s"]
                 log(f"fleetwake bench {http} open loop at {rate:.0f}/s, --threads {b['threads']}, {args.duration:.0f} s")
-                o = bench(args, target, http, "open", rate=rate, threads=b["threads"])
+                o = bench(args, target, http, "open", rate=rate, threads=b["threads"], stack=stacks[0])
                 log(f"  {o['throughput_per_s']:.0f}/s, p50 {o['latency']['p50_ms']:.2f} ms, p99 {o['latency']['p99_ms']:.2f} ms")
                 res["bench"].append(o)
         if "node" in only:

@@ -134,6 +134,9 @@ pub struct TransportSection {
     /// `auto`, `http1` or `http2`.
     #[serde(default)]
     pub http: HttpSetting,
+    /// `own` (the project's HTTP codecs, default) or `crates` (h2 and hyper).
+    #[serde(default)]
+    pub stack: crate::transport::HttpStack,
     /// HTTP/2 connections per host.
     pub h2_connections_per_host: Option<usize>,
     /// HTTP/1.1 connections per host.
@@ -443,6 +446,7 @@ impl Config {
                 HttpSetting::Http1 => HttpPolicy::Http1Only,
                 HttpSetting::Http2 => HttpPolicy::Http2Only,
             },
+            stack: t.stack,
             resolve: t.resolve.clone(),
             ..TransportConfig::default()
         };

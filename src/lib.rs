@@ -121,7 +121,7 @@ pub mod wns;
 pub use engine::{
     Engine, EngineBuilder, EngineConfig, Notification, RateLimit, RetryPolicy, TenantConfig,
 };
-pub use transport::{HttpPolicy, ResolveOverride, TransportConfig};
+pub use transport::{HttpPolicy, HttpStack, ResolveOverride, TransportConfig};
 pub use wns::{
     ChannelUri, Credentials, MdmAction, Outcome, OutcomeKind, Payload, PushOptions, Secret,
 };

@@ -32,7 +32,7 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
 use crate::engine::{Engine, Notification, RateLimit, TenantConfig};
-use crate::transport::{HttpPolicy, TransportConfig};
+use crate::transport::{HttpPolicy, HttpStack, TransportConfig};
 use crate::wns::{ChannelUri, Credentials, OutcomeKind, Payload, Secret};
 
 const EXAMPLES: &str = "\
@@ -57,6 +57,10 @@ pub struct Args {
     /// HTTP version to use.
     #[arg(long, value_enum, default_value_t = HttpArg::H2)]
     http: HttpArg,
+    /// Which code speaks HTTP: the project's own codecs or the crates
+    /// (`h2` for HTTP/2, hyper for HTTP/1.1), with the same pool around them.
+    #[arg(long, value_enum, default_value_t = StackArg::Own)]
+    stack: StackArg,
     /// Connections per host [default: 4 for h2, 64 for h1].
     #[arg(long, value_name = "N")]
     connections: Option<usize>,
@@ -124,6 +128,24 @@ enum HttpArg {
     H2,
     /// HTTP/1.1 (ALPN http/1.1 only).
     H1,
+}
+
+/// The `--stack` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StackArg {
+    /// The project's own HTTP/2 and HTTP/1.1 codecs.
+    Own,
+    /// The `h2` crate and hyper's HTTP/1.1 client connection.
+    Crates,
+}
+
+impl From<StackArg> for HttpStack {
+    fn from(s: StackArg) -> HttpStack {
+        match s {
+            StackArg::Own => HttpStack::Own,
+            StackArg::Crates => HttpStack::Crates,
+        }
+    }
 }
 
 /// How much to send.
@@ -231,6 +253,8 @@ struct Report {
     target: String,
     http: HttpArg,
     protocol: Option<&'static str>,
+    /// Which code spoke HTTP (`own` or `crates`).
+    stack: &'static str,
     mode: &'static str,
     connections: usize,
     concurrency: Option<usize>,
@@ -345,6 +369,7 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
             HttpArg::H2 => HttpPolicy::Http2Only,
             HttpArg::H1 => HttpPolicy::Http1Only,
         },
+        stack: a.stack.into(),
         h2_connections_per_host: connections.max(1),
         h1_connections_per_host: connections.max(1),
         webpki_roots: false,
@@ -503,6 +528,7 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
         target: a.target.clone(),
         http: a.http,
         protocol,
+        stack: HttpStack::from(a.stack).as_str(),
         mode: if a.rate.is_some() { "open" } else { "closed" },
         connections,
         concurrency: a.rate.is_none().then_some(concurrency),
@@ -761,9 +787,10 @@ fn render(r: &Report) -> String {
     };
     let _ = writeln!(
         s,
-        "fleetwake bench: {} ({})",
+        "fleetwake bench: {} ({}, {} stack)",
         r.target,
-        r.protocol.unwrap_or("?")
+        r.protocol.unwrap_or("?"),
+        r.stack
     );
     let _ = writeln!(
         s,

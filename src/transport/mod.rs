@@ -10,6 +10,8 @@
 //!   and the exchange driven by the request's own future);
 //! - `http2`: HTTP/2 on one connection (sans-IO frames, HPACK and connection
 //!   state, and one IO task per connection).
+//! - `stack`: which code speaks HTTP on a connection, the own codecs above
+//!   or the `h2` crate and hyper ([`HttpStack`]); the pool sees only its handles;
 //! - `literal_cache`: recently decoded header names and values, per connection,
 //!   for both protocols;
 //! - `codec_bench` (public for the benches, hidden from the docs): the sans-IO
@@ -26,6 +28,7 @@ mod http2;
 mod literal_cache;
 mod pool;
 pub mod resolve;
+mod stack;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -38,6 +41,7 @@ use parking_lot::RwLock;
 use rustls::pki_types::CertificateDer;
 
 pub use resolve::{ResolveOverride, ResolveOverrideError};
+pub use stack::HttpStack;
 pub use tls::TlsConfigError;
 
 use crate::wns::channel::is_wns_host;
@@ -62,6 +66,9 @@ pub enum HttpPolicy {
 pub struct TransportConfig {
     /// ALPN policy.
     pub http: HttpPolicy,
+    /// Which code speaks HTTP: the project's own codecs (default) or the
+    /// `h2` crate and hyper ([`HttpStack`]).
+    pub stack: HttpStack,
     /// HTTP/2 connections per host (requests are spread round-robin). Default 4.
     pub h2_connections_per_host: usize,
     /// HTTP/1.1 keep-alive connections per host (one request each at a time). Default 64.
@@ -90,6 +97,7 @@ impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             http: HttpPolicy::Auto,
+            stack: HttpStack::Own,
             h2_connections_per_host: 4,
             h1_connections_per_host: 64,
             connect_timeout: Duration::from_secs(5),

@@ -52,6 +52,7 @@ use tower_service::Service;
 use super::http1::{Http1Conn, Http1Error};
 use super::http2::{self, Http2Conn};
 use super::resolve::resolve;
+use super::stack::{CratesH1, CratesH2, H1Handle, H2Handle, HttpStack};
 use super::{HttpPolicy, TransportConfig, TransportError, TransportErrorKind};
 use crate::telemetry;
 
@@ -72,12 +73,12 @@ enum Conn {
     /// Boxed: a TLS stream is over a kilobyte, and idle connections move in
     /// and out of the idle queue on every request.
     H1(Box<H1Stream>),
-    H2(Arc<Http2Conn>),
+    H2(Arc<H2Handle>),
 }
 
 /// One open HTTP/1.1 connection and what it counts while it lives.
 struct H1Stream {
-    conn: Http1Conn<TlsIo>,
+    conn: H1Handle<TlsIo>,
     /// When it last finished an exchange (or opened).
     idle_since: std::time::Instant,
     _open: telemetry::ConnectionGuard,
@@ -250,14 +251,28 @@ impl Connector {
         }
         let count = OpenCount::new(&self.open);
         if h2 {
-            let cfg = http2::Config {
-                max_body: cfg.max_response_body,
-            };
             let guards = (telemetry::ConnectionGuard::new("h2"), count);
-            Ok(Conn::H2(Arc::new(Http2Conn::start(tls, cfg, guards))))
+            let max_body = cfg.max_response_body;
+            let conn = match cfg.stack {
+                HttpStack::Own => {
+                    H2Handle::Own(Http2Conn::start(tls, http2::Config { max_body }, guards))
+                }
+                HttpStack::Crates => H2Handle::Crates(
+                    CratesH2::start(tls, max_body, guards)
+                        .await
+                        .map_err(|f| h2_error(host, f))?,
+                ),
+            };
+            Ok(Conn::H2(Arc::new(conn)))
         } else {
+            let conn = match cfg.stack {
+                HttpStack::Own => H1Handle::Own(Http1Conn::new(tls)),
+                HttpStack::Crates => {
+                    H1Handle::Crates(CratesH1::start(tls).await.map_err(|e| h1_error(host, e))?)
+                }
+            };
             Ok(Conn::H1(Box::new(H1Stream {
-                conn: Http1Conn::new(tls),
+                conn,
                 idle_since: std::time::Instant::now(),
                 _open: telemetry::ConnectionGuard::new("http1"),
                 _count: count,
@@ -285,7 +300,7 @@ impl H1Conn {
 
 #[derive(Default)]
 struct H2Slot {
-    conn: ArcSwapOption<Http2Conn>,
+    conn: ArcSwapOption<H2Handle>,
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -410,11 +425,7 @@ impl HostPool {
     }
 
     /// The slot's connection, (re)connected if it is missing or closed.
-    async fn h2_conn(
-        &self,
-        c: &Connector,
-        slot: &H2Slot,
-    ) -> Result<Arc<Http2Conn>, TransportError> {
+    async fn h2_conn(&self, c: &Connector, slot: &H2Slot) -> Result<Arc<H2Handle>, TransportError> {
         match slot.conn.load_full() {
             Some(conn) if !conn.is_closed() => Ok(conn),
             _ => self.connect_slot(c, slot).await,
@@ -426,7 +437,7 @@ impl HostPool {
         &self,
         c: &Connector,
         slot: &H2Slot,
-    ) -> Result<Arc<Http2Conn>, TransportError> {
+    ) -> Result<Arc<H2Handle>, TransportError> {
         let _one = slot.connecting.lock().await;
         if let Some(conn) = slot.conn.load_full() {
             if !conn.is_closed() {

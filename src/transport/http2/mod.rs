@@ -64,6 +64,10 @@ const READ_CHUNK: usize = 32 * 1024;
 /// (One read's worth of acknowledgements can come on top: 32 KiB of PINGs is
 /// about 33 KiB of ACKs.)
 const MAX_UNWRITTEN: usize = 256 * 1024;
+/// New output below this size waits one turn of the scheduler before it is
+/// written (see `Driver::hold`): requests that other tasks encode in that
+/// turn go out in the same write. At or above it, it is written at once.
+const COALESCE_BELOW: usize = 32 * 1024;
 
 /// State shared by the handle, the exchanges and the driver.
 struct Shared {
@@ -134,6 +138,7 @@ impl Http2Conn {
             awaiting_settings: true,
             awaiting_pong: false,
             unflushed: false,
+            hold: None,
             done: false,
             _guard: guard,
         };
@@ -208,6 +213,10 @@ struct Driver<S, G> {
     awaiting_pong: bool,
     /// Bytes were written and not flushed yet (TLS may hold them).
     unflushed: bool,
+    /// Output waiting one turn of the scheduler to be written with more
+    /// (`tokio::task::yield_now`, polled once; it wakes this task after the
+    /// tasks that are ready now have run and the IO driver was polled).
+    hold: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     done: bool,
     _guard: G,
 }
@@ -314,6 +323,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin, G: Unpin> Future for Driver<S, G> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        // Output was held in this poll (it goes out on the next one).
+        let mut held = false;
         for _ in 0..DRIVER_BUDGET {
             let finished = {
                 let mut c = this.shared.conn.lock();
@@ -326,7 +337,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin, G: Unpin> Future for Driver<S, G> {
                 c.take_output(&mut this.wbuf);
                 finished
             };
-            let wrote = match this.write(cx) {
+            // Write coalescing: fresh output (requests the callers just
+            // encoded) waits one turn of the scheduler, so that the callers
+            // that run in that turn add theirs and one write carries them
+            // all. Each write is a syscall and a TLS record; on a busy
+            // connection this cuts them several times over. Output already
+            // held once, large output, and a closing connection go at once.
+            let small = !finished && this.wbuf.len() < COALESCE_BELOW;
+            if !held && small && this.hold.is_none() && !this.wbuf.is_empty() {
+                let mut y: Pin<Box<dyn Future<Output = ()> + Send>> =
+                    Box::pin(tokio::task::yield_now());
+                if y.as_mut().poll(cx).is_pending() {
+                    this.hold = Some(y);
+                    held = true;
+                }
+            }
+            let wrote = if held && small {
+                Ok(false)
+            } else {
+                this.hold = None;
+                held = false;
+                this.write(cx)
+            };
+            let wrote = match wrote {
                 Ok(w) => w,
                 Err(e) => {
                     let (kind, m) = io_failure("writing", &e);
