@@ -33,6 +33,11 @@
 //!
 //! `.ci/run` installs the servers; with `CI=true` a missing one fails the
 //! test instead of skipping it.
+//!
+//! `record_h2_sessions` (ignored; run by hand) records what nginx, nghttpd and
+//! the emulator send to the `h2` client, for the differential test of the
+//! HTTP/2 client (src/transport/http2/differential.rs; see
+//! tests/data/h2-recordings/README.md).
 
 mod common;
 
@@ -640,4 +645,236 @@ async fn hypercorn_headers_past_a_frame_then_one_stream() {
     let s = hypercorn(dir.path(), &pems, "h2_max_concurrent_streams = 1");
     wakes(&s, &pems, HttpPolicy::Http2Only, 100, 4000, true).await;
     wakes(&s, &pems, HttpPolicy::Http1Only, 100, 4000, true).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recordings for the differential test (src/transport/http2/differential.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// Where the recordings live.
+const RECORDINGS: &str = "tests/data/h2-recordings";
+
+/// An IO stream that keeps a copy of every byte read from it.
+struct Tee<S> {
+    inner: S,
+    read: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tee<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = r {
+            let got = buf.filled()[before..].to_vec();
+            self.read.lock().unwrap().extend_from_slice(&got);
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tee<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A TLS connection (ALPN h2, trusting only `ca`) to `addr` as `host`.
+async fn tls_h2(
+    addr: SocketAddr,
+    ca: &str,
+    host: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls
+}
+
+/// The `h2` client as the differential test sets it up (and as our client
+/// announces itself): no push, a 1 MiB stream window, a 4 MiB connection
+/// window, a 64 KiB header list.
+fn h2_client() -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.enable_push(false)
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .max_header_list_size(64 * 1024);
+    b
+}
+
+/// One exchange through `h2`: POST `uri` with the raw push headers (and
+/// `auth`), the whole answer read. Returns the status, or the error.
+async fn h2_push(
+    send: &h2::client::SendRequest<bytes::Bytes>,
+    uri: &str,
+    auth: Option<&str>,
+    ctype: &str,
+    body: bytes::Bytes,
+) -> Result<(u16, Vec<u8>), h2::Error> {
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", ctype)
+        .header("x-wns-type", "wns/raw");
+    if let Some(a) = auth {
+        req = req.header("authorization", format!("Bearer {a}"));
+    }
+    let mut ready = send.clone().ready().await?;
+    let (resp, mut out) = ready.send_request(req.body(()).unwrap(), false)?;
+    out.send_data(body, true)?;
+    let resp = resp.await?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(c) = body.data().await {
+        let c = c?;
+        let _ = body.flow_control().release_capacity(c.len());
+        got.extend_from_slice(&c);
+    }
+    body.trailers().await?;
+    Ok((status, got))
+}
+
+/// Records one session: the `h2` client sends a POST to each of `paths` in
+/// turn; every byte read from the server is kept, with the offset read when
+/// each request was sent. Writes `{name}.bin` and `{name}.gates`.
+async fn record(addr: SocketAddr, ca: &str, name: &str, paths: &[&str], auth: Option<&str>) {
+    let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let io = Tee {
+        inner: tls_h2(addr, ca, "db5p.notify.windows.com").await,
+        read: read.clone(),
+    };
+    let (send, conn) = h2_client().handshake::<_, bytes::Bytes>(io).await.unwrap();
+    let driver = tokio::spawn(conn);
+    // The server's SETTINGS and its acknowledgement of ours come first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut gates = Vec::new();
+    for p in paths {
+        gates.push(read.lock().unwrap().len());
+        let uri = format!("https://db5p.notify.windows.com{p}");
+        let wake = bytes::Bytes::from_static(b"wake");
+        let r = h2_push(&send, &uri, auth, "application/octet-stream", wake).await;
+        eprintln!("{name}: POST {p}: {r:?}");
+    }
+    // Whatever the server sends after the last answer (GOAWAY, PING).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(send);
+    driver.abort();
+    let bytes = read.lock().unwrap().clone();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(RECORDINGS);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.bin")), &bytes).unwrap();
+    let gates: String = gates.iter().map(|g| format!("{g}\n")).collect();
+    std::fs::write(dir.join(format!("{name}.gates")), gates).unwrap();
+    eprintln!("{name}: {} bytes recorded", bytes.len());
+}
+
+/// Makes the recordings the differential test replays (see
+/// tests/data/h2-recordings/README.md). Run by hand:
+/// `cargo test --test interop_servers -- --ignored record_h2_sessions`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes tests/data/h2-recordings; run by hand to renew them"]
+async fn record_h2_sessions() {
+    let _serial = SERIAL.lock().await;
+    let three = ["/?token=abc", "/?token=abc", "/?token=abc"];
+    if have(&["nginx"]) {
+        let dir = tempfile::tempdir().unwrap();
+        let pems = pems(dir.path());
+        {
+            let s = nginx(dir.path(), Some(&pems), "", false);
+            record(s.addr, &pems.ca, "nginx-default", &three, None).await;
+        }
+        {
+            let s = nginx(dir.path(), Some(&pems), "", true);
+            record(s.addr, &pems.ca, "nginx-large-headers", &three, None).await;
+        }
+        let s = nginx(dir.path(), Some(&pems), "keepalive_requests 2;", false);
+        record(s.addr, &pems.ca, "nginx-goaway-after-2", &three, None).await;
+    }
+    if have(&["nghttpd"]) {
+        let dir = tempfile::tempdir().unwrap();
+        let pems = pems(dir.path());
+        {
+            let s = nghttpd(dir.path(), &pems, &[]);
+            record(s.addr, &pems.ca, "nghttpd-default", &three, None).await;
+        }
+        let args = [
+            "-b",
+            "200",
+            "--trailer=x-wns-trailer: done",
+            "--encoder-header-table-size=0",
+        ];
+        let s = nghttpd(dir.path(), &pems, &args);
+        record(s.addr, &pems.ca, "nghttpd-padding-trailers", &three, None).await;
+    }
+    // The emulator (hyper and h2 underneath): a token first, on a
+    // connection of its own, then a 200, a 410 and a 406.
+    let emu = common::emulator(fleetwake::emulator::HttpVersions::Http2Only).await;
+    let ca = emu.ca_pem().unwrap().to_string();
+    {
+        let io = tls_h2(emu.local_addr(), &ca, "login.live.com").await;
+        let (send, conn) = h2_client().handshake::<_, bytes::Bytes>(io).await.unwrap();
+        let driver = tokio::spawn(conn);
+        let form = "grant_type=client_credentials&client_id=ms-app%3A%2F%2Fs-1&client_secret=s&scope=notify.windows.com";
+        let r = h2_push(
+            &send,
+            "https://login.live.com/accesstoken.srf",
+            None,
+            "application/x-www-form-urlencoded",
+            bytes::Bytes::from_static(form.as_bytes()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.0, 200, "{}", String::from_utf8_lossy(&r.1));
+        driver.abort();
+    }
+    let token = emu.issued_tokens().pop().unwrap();
+    let paths = ["/?token=ok.1", "/?token=gone.1", "/?token=throttle406-30.1"];
+    record(
+        emu.local_addr(),
+        &ca,
+        "emulator-200-410-406",
+        &paths,
+        Some(&token),
+    )
+    .await;
+    emu.shutdown().await;
 }

@@ -19,7 +19,8 @@
 //!   within ours (connection window credited back as it is read; a stream's
 //!   window is never credited, since it exceeds the largest body accepted);
 //! - an answer body is at most `max_body` bytes, a header block at most
-//!   [`MAX_HEADER_BLOCK`] bytes;
+//!   [`MAX_HEADER_BLOCK`] bytes, and an answer whose DATA does not add up to
+//!   its `content-length` fails its stream (RFC 9113 §8.1.1);
 //! - every exchange ends exactly once: with its answer, a stream error, or the
 //!   connection's failure. A request the server cannot have acted on (refused,
 //!   beyond a GOAWAY's last stream, or never sent) comes back inside its
@@ -29,7 +30,7 @@ use std::collections::{HashMap, VecDeque};
 use std::task::{Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 
 use super::frame::{self, flag, kind, setting, FrameHead, Reason, HEAD_LEN, MAX_WINDOW};
 use super::hpack::{Decoder, Encoder};
@@ -123,6 +124,9 @@ struct Stream {
     body: BytesMut,
     /// DATA bytes received on this stream (against [`STREAM_WINDOW`]).
     received: usize,
+    /// The answer's `content-length`: its DATA must add up to it (RFC 9113
+    /// §8.1.1; not for 204, 304 or an answer to HEAD).
+    content_length: Option<u64>,
 }
 
 /// A header block split over HEADERS and CONTINUATION frames.
@@ -517,6 +521,14 @@ impl Connection {
                 Reason::CANCEL,
                 format!("answer body longer than {max_body} bytes"),
             ))
+        } else if let Some(n) = s
+            .content_length
+            .filter(|&n| (s.body.len() + (end - start)) as u64 > n)
+        {
+            Some((
+                Reason::PROTOCOL_ERROR,
+                format!("an answer body longer than its content-length ({n})"),
+            ))
         } else {
             s.body.extend_from_slice(&payload[start..end]);
             None
@@ -593,15 +605,29 @@ impl Connection {
                     // 1xx: wait for the final answer.
                     end_stream.then(|| "an informational answer that ends the stream".to_string())
                 }
-                Some(st) => {
-                    let mut r = Response::new(());
-                    *r.status_mut() = st;
-                    *r.version_mut() = Version::HTTP_2;
-                    *r.headers_mut() = decoded.headers;
-                    s.head = Some(r.into_parts().0);
-                    s.req = None;
-                    None
-                }
+                Some(st) => match content_length(&decoded.headers) {
+                    Err(m) => Some(m.to_string()),
+                    // A length without a body is malformed (but 204 and 304
+                    // describe a body not sent, as does an answer to HEAD).
+                    Ok(len) => {
+                        let bodiless = st == StatusCode::NO_CONTENT
+                            || st == StatusCode::NOT_MODIFIED
+                            || s.req.as_ref().is_some_and(|r| r.method() == Method::HEAD);
+                        let len = len.filter(|_| !bodiless);
+                        if end_stream && len.is_some_and(|n| n > 0) {
+                            Some("a content-length above 0 on an answer without a body".to_string())
+                        } else {
+                            s.content_length = len;
+                            let mut r = Response::new(());
+                            *r.status_mut() = st;
+                            *r.version_mut() = Version::HTTP_2;
+                            *r.headers_mut() = decoded.headers;
+                            s.head = Some(r.into_parts().0);
+                            s.req = None;
+                            None
+                        }
+                    }
+                },
             }
         };
         match problem {
@@ -848,6 +874,7 @@ impl Connection {
                 head: None,
                 body: BytesMut::new(),
                 received: 0,
+                content_length: None,
             },
         );
         if !self.send_body(id) {
@@ -890,6 +917,15 @@ impl Connection {
 
     /// The answer on `id` is complete.
     fn finish(&mut self, id: u32) {
+        let short = self.streams.get(&id).and_then(|s| {
+            s.content_length
+                .filter(|&n| n != s.body.len() as u64)
+                .map(|n| (n, s.body.len()))
+        });
+        if let Some((n, got)) = short {
+            let m = format!("an answer body of {got} bytes, its content-length {n}");
+            return self.stream_error(id, Reason::PROTOCOL_ERROR, m);
+        }
         let Some(s) = self.streams.remove(&id) else {
             return;
         };
@@ -953,6 +989,24 @@ impl Connection {
             }
         }
     }
+}
+
+/// The answer's `content-length`: every value the same number of at most 19
+/// digits (RFC 9110 §8.6), or none.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
+    let mut len = None;
+    for v in headers.get_all(http::header::CONTENT_LENGTH) {
+        let b = v.as_bytes();
+        if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
+            return Err("an invalid content-length");
+        }
+        let n = b.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if len.is_some_and(|l| l != n) {
+            return Err("content-length values that differ");
+        }
+        len = Some(n);
+    }
+    Ok(len)
 }
 
 fn lost() -> Failure {

@@ -21,8 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::super::Http2Conn;
@@ -94,33 +93,12 @@ impl Srv {
 fn pair(reads: bool) -> (Http2Conn, Srv) {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let conn = Http2Conn::start(client, Config { max_body: 1024 }, ());
-    let (mut r, w) = tokio::io::split(server);
+    let (r, w) = tokio::io::split(server);
     let (tx, seen) = mpsc::unbounded_channel();
     let unread = if reads {
-        tokio::spawn(async move {
-            let mut buf = BytesMut::new();
-            let mut preface = false;
-            loop {
-                if r.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                if !preface {
-                    if buf.len() < frame::PREFACE.len() {
-                        continue;
-                    }
-                    buf.advance(frame::PREFACE.len());
-                    preface = true;
-                }
-                while let Some(h) = FrameHead::parse(&buf) {
-                    if buf.len() < HEAD_LEN + h.len {
-                        break;
-                    }
-                    let payload = buf[HEAD_LEN..HEAD_LEN + h.len].to_vec();
-                    buf.advance(HEAD_LEN + h.len);
-                    let _ = tx.send((h, payload));
-                }
-            }
-        });
+        tokio::spawn(client_frames(r, move |h, p| {
+            let _ = tx.send((h, p.to_vec()));
+        }));
         None
     } else {
         Some(r)
@@ -153,22 +131,6 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
 
 fn headers_frame(stream: u32, flags: u8, block: &[u8]) -> Vec<u8> {
     server_frame(kind::HEADERS, flags, stream, block)
-}
-
-/// An HPACK integer with an `n`-bit prefix whose other bits are `first`.
-fn hpack_int(first: u8, n: u32, mut v: usize, out: &mut Vec<u8>) {
-    let max = (1usize << n) - 1;
-    if v < max {
-        out.push(first | v as u8);
-        return;
-    }
-    out.push(first | max as u8);
-    v -= max;
-    while v >= 128 {
-        out.push((v % 128) as u8 | 0x80);
-        v /= 128;
-    }
-    out.push(v as u8);
 }
 
 #[tokio::test(start_paused = true)]

@@ -15,6 +15,13 @@
 //! docs/BENCHMARKS.md); `h2` still serves the emulator and the HTTP API
 //! through hyper.
 //!
+//! Its tests: `tests` drives the sans-IO connection frame by frame; `hostile`
+//! runs the whole client against servers that attack it; `differential`
+//! feeds it and the `h2` crate's client the same server bytes (hand-built
+//! scenarios, recordings of nginx, nghttpd and the emulator, and seeded
+//! generated answers) and requires the same answers and errors, or a
+//! documented, asserted difference.
+//!
 //! Invariants: the lock is never held across an await or a wake; the driver
 //! writes everything the connection queued before it closes; when the driver
 //! ends for any reason, every exchange still waiting ends with an error; a

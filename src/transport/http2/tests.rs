@@ -120,6 +120,54 @@ fn response(stream: u32, status: u16, body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// An HPACK integer with an `n`-bit prefix whose other bits are `first`.
+fn hpack_int(first: u8, n: u32, mut v: usize, out: &mut Vec<u8>) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(first | v as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// Reads what a client writes (its preface, then frames) until it closes,
+/// handing each frame to `each`.
+async fn client_frames<R>(mut r: R, mut each: impl FnMut(FrameHead, &[u8]))
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use bytes::Buf;
+    use tokio::io::AsyncReadExt;
+    let mut buf = BytesMut::new();
+    let mut preface = false;
+    loop {
+        if r.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+            return;
+        }
+        if !preface {
+            if buf.len() < frame::PREFACE.len() {
+                continue;
+            }
+            assert_eq!(&buf[..frame::PREFACE.len()], frame::PREFACE);
+            buf.advance(frame::PREFACE.len());
+            preface = true;
+        }
+        while let Some(h) = FrameHead::parse(&buf) {
+            if buf.len() < HEAD_LEN + h.len {
+                break;
+            }
+            each(h, &buf[HEAD_LEN..HEAD_LEN + h.len]);
+            buf.advance(HEAD_LEN + h.len);
+        }
+    }
+}
+
 fn settings(values: &[(u16, u32)]) -> Vec<u8> {
     let mut b = BytesMut::new();
     frame::put_settings(&mut b, values);
@@ -658,3 +706,6 @@ async fn a_failed_connection_whose_server_does_not_read_ends_after_the_grace() {
 
 #[path = "hostile.rs"]
 mod hostile;
+
+#[path = "differential.rs"]
+mod differential;
