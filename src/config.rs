@@ -69,6 +69,9 @@ pub struct EngineSection {
     /// At an open breaker: `fail` (end the wake at once, retryable; default)
     /// or `wait` (wait for the breaker, up to the deadline).
     pub when_open: Option<crate::engine::WhenOpen>,
+    /// Threads of the engine's own, each owning a share of the shards and of
+    /// the connections (default 0: the shards run on the process's runtime).
+    pub lanes: Option<usize>,
 }
 
 /// `[push]`: defaults for every wake.
@@ -501,6 +504,9 @@ impl Config {
             retry: self.file.retry.clone(),
             ..EngineConfig::default()
         };
+        if let Some(n) = self.file.engine.lanes {
+            ec.lanes = n;
+        }
         if let Some(n) = self.file.engine.shards {
             ec.shards = n.max(1);
         }

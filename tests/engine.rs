@@ -656,3 +656,122 @@ async fn tenants_sharing_a_pfn_must_agree_on_its_rate_limit() {
         .expect("same limit");
     engine.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|t| t.ok())
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .filter(|n| n.starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until `n` threads are named `prefix` (a new thread
+/// names itself once it runs).
+async fn lane_threads(prefix: &str, n: usize) -> usize {
+    for _ in 0..100 {
+        if threads_named(prefix) == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    threads_named(prefix)
+}
+
+/// Waits (bounded) until no thread named `prefix` is left.
+async fn lanes_gone(prefix: &str) -> bool {
+    lane_threads(prefix, 0).await == 0
+}
+
+/// Engine lanes: the shards on threads of their own, each with its own
+/// connections. Both protocols deliver every wake, coalescing still holds
+/// (a channel has one shard, so one lane), the connections are split between
+/// the lanes, and shutdown drains the lanes and ends their threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_deliver_coalesce_split_connections_and_shut_down() {
+    for (policy, want) in [
+        (fleetwake::HttpPolicy::Auto, "h2"),
+        (fleetwake::HttpPolicy::Http1Only, "http1"),
+    ] {
+        let emu = emulator(HttpVersions::Both).await;
+        let mut t = transport_for(&emu);
+        t.http = policy;
+        t.h2_connections_per_host = 4;
+        t.h1_connections_per_host = 8;
+        let engine = Engine::builder()
+            .transport(t)
+            .tenant(tenant("t"))
+            .shards(4)
+            .lanes(2)
+            .build()
+            .unwrap();
+        assert_eq!(engine.lane_handles().len(), 2);
+        assert_eq!(lane_threads("fleetwake-lane", 2).await, 2, "{want}");
+        // Every channel is on one lane, and both lanes get some.
+        let lanes: HashSet<_> = (0..64)
+            .filter_map(|i| engine.lane_of(&channel("ok", i)))
+            .collect();
+        assert_eq!(lanes, HashSet::from([0, 1]));
+        // 400 wakes for 200 channels (each twice, at once): 200 requests.
+        let input = (0..400).map(|i| (i, Notification::wake("t", channel("slow-20", i % 200))));
+        let outcomes: Vec<_> = engine.submit_iter(input, 400).collect().await;
+        assert_eq!(outcomes.len(), 400);
+        assert!(outcomes
+            .iter()
+            .all(|(_, o)| o.kind == OutcomeKind::Received));
+        let coalesced = outcomes.iter().filter(|(_, o)| o.coalesced).count();
+        assert_eq!(
+            emu.stats().by_status.get(&200).copied(),
+            Some(400 - coalesced as u64)
+        );
+        assert!(coalesced > 0, "{want}: duplicates in flight were merged");
+        assert_eq!(
+            engine.transport().protocol_for("db5p.notify.windows.com"),
+            Some(want)
+        );
+        let c = emu.stats().connections;
+        if want == "h2" {
+            // Two per lane to the channel host, one to login.live.com.
+            assert_eq!((c.h2, c.h1), (2 + 2 + 1, 0), "{c:?}");
+        } else {
+            // At most four per lane, plus the token endpoint's.
+            assert!(c.h1 <= 4 + 4 + 1 && c.h2 == 0, "{c:?}");
+        }
+        // A producer on a lane, for channels of that lane.
+        let e2 = engine.clone();
+        let on_lane = engine.lane_handles()[1].spawn(async move {
+            let ch = (0..)
+                .map(|i| channel("ok", format!("lane1-{i}")))
+                .find(|c| e2.lane_of(c) == Some(1))
+                .unwrap();
+            e2.submit(Notification::wake("t", ch)).await.kind
+        });
+        assert_eq!(on_lane.await.unwrap(), OutcomeKind::Received);
+        let report = engine.shutdown(Duration::from_secs(5)).await;
+        assert!(report.drained);
+        assert!(
+            lanes_gone("fleetwake-lane").await,
+            "{want}: lane threads ended"
+        );
+    }
+    // An engine with lanes dropped without a shutdown still ends its lanes'
+    // threads: its queues close, so the shards end. (In this test, not one
+    // of its own: tests run in parallel and count threads by name.)
+    let emu = emulator(HttpVersions::Both).await;
+    let engine = Engine::builder()
+        .transport(transport_for(&emu))
+        .tenant(tenant("t"))
+        .lanes(2)
+        .build()
+        .unwrap();
+    let o = engine
+        .submit(Notification::wake("t", channel("ok", 1)))
+        .await;
+    assert_eq!(o.kind, OutcomeKind::Received);
+    assert_eq!(lane_threads("fleetwake-lane", 2).await, 2);
+    drop(engine);
+    assert!(lanes_gone("fleetwake-lane").await);
+}

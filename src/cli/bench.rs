@@ -99,9 +99,17 @@ pub struct Args {
     /// Wakes sent before measuring (opens the connections, fetches the token).
     #[arg(long, default_value_t = 2000, value_name = "N")]
     warmup: u64,
-    /// Runtime worker threads [default: one per core].
+    /// Threads that run the engine [default: one per core]. With the default
+    /// `--scheduler lanes`, each owns a share of the shards and connections,
+    /// and the load generator's submitters are spread over them.
     #[arg(long, value_name = "N")]
     pub(crate) threads: Option<usize>,
+    /// How the engine's work is spread over the threads: `lanes` (one
+    /// single-threaded runtime per thread, shards and connections split
+    /// between them) or `shared` (one work-stealing runtime whose threads
+    /// all run every shard and connection task).
+    #[arg(long, value_enum, default_value_t = SchedulerArg::Lanes)]
+    pub(crate) scheduler: SchedulerArg,
     /// Do not install a metrics recorder (by default a Prometheus recorder
     /// records every metric, as in production).
     #[arg(long)]
@@ -128,6 +136,16 @@ enum HttpArg {
     H2,
     /// HTTP/1.1 (ALPN http/1.1 only).
     H1,
+}
+
+/// The `--scheduler` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SchedulerArg {
+    /// Engine lanes: a thread per lane, each with its own shards and connections.
+    Lanes,
+    /// One work-stealing runtime for everything.
+    Shared,
 }
 
 /// The `--stack` values.
@@ -255,6 +273,7 @@ struct Report {
     protocol: Option<&'static str>,
     /// Which code spoke HTTP (`own` or `crates`).
     stack: &'static str,
+    scheduler: SchedulerArg,
     mode: &'static str,
     connections: usize,
     concurrency: Option<usize>,
@@ -404,7 +423,15 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
     // A target that refuses every connection (or a token endpoint that fails)
     // for 2 s is down: its breaker opens, the wakes end at once, and the run
     // stops with the reason instead of grinding through every wake.
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     let mut engine_config = crate::engine::EngineConfig::default();
+    if a.scheduler == SchedulerArg::Lanes {
+        engine_config.lanes = threads.max(1);
+    }
     engine_config.breaker.open_after = BREAKER_OPEN_AFTER;
     engine_config.breaker.when_open = crate::engine::WhenOpen::Fail;
     let mut builder = Engine::builder()
@@ -434,11 +461,6 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
         .unwrap_or_else(|| crate::engine::EngineConfig::default().shards);
     let engine = builder.build().map_err(|e| usage(e.to_string()))?;
 
-    let threads = a.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
     let ctx = Arc::new(Ctx {
         engine: engine.clone(),
         tenant: Arc::from("bench"),
@@ -529,6 +551,7 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
         http: a.http,
         protocol,
         stack: HttpStack::from(a.stack).as_str(),
+        scheduler: a.scheduler,
         mode: if a.rate.is_some() { "open" } else { "closed" },
         connections,
         concurrency: a.rate.is_none().then_some(concurrency),
@@ -580,12 +603,28 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn notification(&self, i: u64) -> Option<Notification> {
+    /// Wake number `i`, for a channel on `lane` if one is given: a submitter
+    /// on a lane partitions its wakes as a lane-aware producer would, so
+    /// that the wake never leaves that lane's thread. Channel `ok.{i}` is
+    /// used when it is on the lane, else the first `ok.{i}.{j}` that is
+    /// (about `lanes` tries); either way unique.
+    fn notification(&self, i: u64, lane: Option<usize>) -> Option<Notification> {
         // The caller's side of a wake: a channel URI as text, parsed and checked.
         let mut uri = String::with_capacity(64);
         uri.push_str("https://bench.notify.windows.com/?token=ok.");
         push_decimal(&mut uri, i);
-        let channel = ChannelUri::parse(&uri).ok()?;
+        let mut channel = ChannelUri::parse(&uri).ok()?;
+        if let Some(lane) = lane {
+            let base = uri.len();
+            let mut j = 1;
+            while self.engine.lane_of(&channel).is_some_and(|l| l != lane) && j < 1024 {
+                uri.truncate(base);
+                uri.push('.');
+                push_decimal(&mut uri, j);
+                channel = ChannelUri::parse(&uri).ok()?;
+                j += 1;
+            }
+        }
         let mut n = Notification::wake(self.tenant.clone(), channel);
         n.payload = self.payload.clone();
         Some(n)
@@ -631,7 +670,13 @@ fn target_down(target: &str, why: &str) -> u8 {
 }
 
 /// `concurrency` submitters, each sending its next wake when the last one ends.
+/// The submitters go round-robin onto the engine's lanes when it has any
+/// (next to the shards), else onto this runtime.
 async fn closed_loop(ctx: &Arc<Ctx>, concurrency: usize, amount: Amount) {
+    let lanes = ctx.engine.lane_handles().to_vec();
+    // Lane-aware producers: with two lanes or more, each submitter sends
+    // only wakes whose shard is on its own lane.
+    let partition = lanes.len() > 1;
     let base = ctx.next.load(Ordering::Relaxed);
     let until = match amount {
         Amount::Duration(d) => Some(Instant::now() + d),
@@ -644,7 +689,8 @@ async fn closed_loop(ctx: &Arc<Ctx>, concurrency: usize, amount: Amount) {
     let mut tasks = tokio::task::JoinSet::new();
     for slot in 0..concurrency {
         let ctx = ctx.clone();
-        tasks.spawn(async move {
+        let lane = partition.then(|| slot % lanes.len());
+        let submitter = async move {
             loop {
                 if until.is_some_and(|u| Instant::now() >= u) || ctx.stop.load(Ordering::Acquire) {
                     break;
@@ -653,12 +699,18 @@ async fn closed_loop(ctx: &Arc<Ctx>, concurrency: usize, amount: Amount) {
                 if i >= limit {
                     break;
                 }
-                let Some(n) = ctx.notification(i) else { break };
+                let Some(n) = ctx.notification(i, lane) else {
+                    break;
+                };
                 let t0 = Instant::now();
                 let o = ctx.engine.submit(n).await;
                 ctx.rec.record(slot, o.kind, t0.elapsed());
             }
-        });
+        };
+        match lanes.get(slot % lanes.len().max(1)) {
+            Some(lane) => tasks.spawn_on(submitter, lane),
+            None => tasks.spawn(submitter),
+        };
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -676,8 +728,12 @@ async fn open_loop(ctx: &Arc<Ctx>, rate: f64, amount: Amount, outstanding: usize
     // thread, every result would be a cross-thread wake-up (~30% more CPU
     // per wake).
     let ctx = ctx.clone();
-    let driver =
-        tokio::spawn(async move { open_loop_driver(&ctx, rate, amount, outstanding, start).await });
+    let lane = ctx.engine.lane_handles().first().cloned();
+    let generate = async move { open_loop_driver(&ctx, rate, amount, outstanding, start).await };
+    let driver = match lane {
+        Some(lane) => lane.spawn(generate),
+        None => tokio::spawn(generate),
+    };
     let _ = driver.await;
 }
 
@@ -707,7 +763,7 @@ async fn open_loop_driver(
                 // counted in latency, which runs from each wake's own due time).
                 tokio::time::sleep_until((due.max(now + OPEN_LOOP_TICK)).into()).await;
             }
-            let n = ctx.notification(i)?;
+            let n = ctx.notification(i, None)?;
             Some((((i, due), n), i + 1))
         }
     });
@@ -794,10 +850,11 @@ fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "  load          {load}; {} connections; {} shards; {} threads; metrics {}",
+        "  load          {load}; {} connections; {} shards; {} threads ({:?}); metrics {}",
         r.connections,
         r.shards,
         r.threads,
+        r.scheduler,
         if r.metrics { "on" } else { "off" }
     );
     let _ = writeln!(

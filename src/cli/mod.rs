@@ -146,7 +146,11 @@ pub fn main() -> ExitCode {
     let log = init_logging(cli.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Bench(a) = &cli.command {
-        if let Some(n) = a.threads {
+        if a.scheduler == bench::SchedulerArg::Lanes {
+            // The engine's lanes do the work; this runtime only waits for
+            // them and runs the reporters.
+            builder.worker_threads(1);
+        } else if let Some(n) = a.threads {
             builder.worker_threads(n.max(1));
         }
     }

@@ -97,6 +97,16 @@ pub struct EngineConfig {
     pub credential_retry_interval: Duration,
     /// When a failing token endpoint or channel host stops being waited for.
     pub breaker: BreakerPolicy,
+    /// Lanes: threads of the engine's own, each running a single-threaded
+    /// runtime that owns a share of the shards (shard *i* on lane *i* mod
+    /// lanes) and its own connections (the transport's per-host counts split
+    /// between the lanes). A wake then stays on one thread from its shard to
+    /// the socket and back: no lock or task is shared with another thread on
+    /// the hot path but the tenant's in-flight bound, the PFN limiter and the
+    /// token. Default 0: the shards run on the runtime that builds the engine
+    /// (as tasks any of its threads may run), which is what tests with a
+    /// paused clock need.
+    pub lanes: usize,
 }
 
 /// The breakers of token endpoints and channel hosts: when one has failed,
@@ -199,6 +209,7 @@ impl Default for EngineConfig {
             retry: RetryPolicy::default(),
             credential_retry_interval: Duration::from_secs(60),
             breaker: BreakerPolicy::default(),
+            lanes: 0,
         }
     }
 }
@@ -245,6 +256,14 @@ pub enum BuildError {
     /// `build` was called outside a tokio runtime.
     #[error("the engine must be built inside a tokio runtime")]
     NoRuntime,
+    /// A lane's thread or runtime could not be started.
+    #[error("cannot start engine lane {lane}: {error}")]
+    Lane {
+        /// The lane.
+        lane: usize,
+        /// What the OS said.
+        error: std::io::Error,
+    },
 }
 
 /// Builds an [`Engine`].
@@ -283,6 +302,12 @@ impl EngineBuilder {
         self.config.shards = n.max(1);
         self
     }
+    /// Runs the shards on `n` threads of the engine's own (see
+    /// [`EngineConfig::lanes`]; 0 runs them on the caller's runtime).
+    pub fn lanes(mut self, n: usize) -> Self {
+        self.config.lanes = n;
+        self
+    }
 
     /// Shares every PFN's rate budget and throttle pause with the other
     /// instances that name the same NATS key-value bucket (see
@@ -300,7 +325,18 @@ impl EngineBuilder {
         if self.tenants.is_empty() {
             return Err(BuildError::NoTenants);
         }
-        let transport = Transport::new(self.transport)?;
+        let lanes = self.config.lanes.min(self.config.shards.max(1));
+        // With lanes, each gets its own share of the connections per host.
+        let lane_transport = (lanes > 0).then(|| {
+            let mut t = self.transport.clone();
+            t.h2_connections_per_host = t.h2_connections_per_host.div_ceil(lanes).max(1);
+            t.h1_connections_per_host = t.h1_connections_per_host.div_ceil(lanes).max(1);
+            t
+        });
+        let transport = Transport::new(match &lane_transport {
+            Some(t) => t.clone(),
+            None => self.transport,
+        })?;
         // One limiter per PFN, with the tenant that set it and its limit.
         let mut limiters: HashMap<String, (Arc<PfnLimiter>, String, RateLimit)> = HashMap::new();
         let mut tenants: HashMap<_, _, foldhash::fast::RandomState> = HashMap::default();
@@ -365,18 +401,53 @@ impl EngineBuilder {
         let (draining_tx, draining) = watch::channel(false);
         let shared = Arc::new(Shared {
             transport,
-            hosts: hosts::HostHealth::new(self.config.breaker.open_after),
+            hosts: Arc::new(hosts::HostHealth::new(self.config.breaker.open_after)),
             when_open: self.config.breaker.when_open,
             retry: self.config.retry.clone(),
             gauges: EngineGauges::new(),
             draining: draining.clone(),
         });
         let mut queues = Vec::new();
-        let mut workers = Vec::new();
+        let mut receivers = Vec::new();
         for _ in 0..self.config.shards.max(1) {
             let (tx, rx) = mpsc::channel(self.config.queue_per_shard.max(1));
             queues.push(tx);
-            workers.push(rt.spawn(shard::run_shard(shared.clone(), rx, draining.clone())));
+            receivers.push(rx);
+        }
+        let mut workers = Vec::new();
+        let mut lane_handles = Vec::new();
+        match lane_transport {
+            None => {
+                for rx in receivers {
+                    workers.push(rt.spawn(shard::run_shard(shared.clone(), rx, draining.clone())));
+                }
+            }
+            Some(cfg) => {
+                let mut per_lane: Vec<Vec<_>> = (0..lanes).map(|_| Vec::new()).collect();
+                for (i, rx) in receivers.into_iter().enumerate() {
+                    per_lane[i % lanes].push(rx);
+                }
+                for (lane, rxs) in per_lane.into_iter().enumerate() {
+                    // Lane 0 uses the engine's transport (which also carries
+                    // the token requests); the others their own.
+                    let lane_shared = if lane == 0 {
+                        shared.clone()
+                    } else {
+                        Arc::new(Shared {
+                            transport: Transport::new(cfg.clone())?,
+                            hosts: shared.hosts.clone(),
+                            when_open: shared.when_open,
+                            retry: shared.retry.clone(),
+                            gauges: shared.gauges.clone(),
+                            draining: draining.clone(),
+                        })
+                    };
+                    let (handle, ws) = start_lane(lane, lane_shared, rxs, &draining)
+                        .map_err(|error| BuildError::Lane { lane, error })?;
+                    lane_handles.push(handle);
+                    workers.extend(ws);
+                }
+            }
         }
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -384,6 +455,7 @@ impl EngineBuilder {
                 tenants,
                 queues,
                 workers: Mutex::new(workers),
+                lanes: lane_handles,
                 background: budget_tasks,
                 closing: AtomicBool::new(false),
                 draining_tx,
@@ -394,10 +466,45 @@ impl EngineBuilder {
     }
 }
 
-/// State every delivery reads.
+/// Starts one lane: a thread running a single-threaded runtime with the
+/// shard workers of `rxs`. The thread ends (and its runtime, with the
+/// connections it opened) once every one of its workers has ended: after the
+/// engine's shutdown, or when the engine is dropped and its queues close.
+fn start_lane(
+    lane: usize,
+    shared: Arc<Shared>,
+    rxs: Vec<mpsc::Receiver<shard::Job>>,
+    draining: &watch::Receiver<bool>,
+) -> std::io::Result<(tokio::runtime::Handle, Vec<JoinHandle<()>>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Every worker holds a sender; the thread waits until all are gone.
+    let (alive, mut all_ended) = mpsc::channel::<()>(1);
+    let workers = rxs
+        .into_iter()
+        .map(|rx| {
+            let (shared, draining, alive) = (shared.clone(), draining.clone(), alive.clone());
+            rt.spawn(async move {
+                shard::run_shard(shared, rx, draining).await;
+                drop(alive);
+            })
+        })
+        .collect();
+    drop(alive);
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name(format!("fleetwake-lane-{lane}"))
+        .spawn(move || {
+            rt.block_on(async move { while all_ended.recv().await.is_some() {} });
+        })?;
+    Ok((handle, workers))
+}
+
+/// State every delivery reads (one per lane, sharing the host breakers).
 pub(crate) struct Shared {
     pub(crate) transport: Transport,
-    pub(crate) hosts: hosts::HostHealth,
+    pub(crate) hosts: Arc<hosts::HostHealth>,
     pub(crate) when_open: WhenOpen,
     pub(crate) retry: RetryPolicy,
     pub(crate) gauges: EngineGauges,
@@ -409,6 +516,8 @@ struct Inner {
     tenants: HashMap<Arc<str>, Arc<Tenant>, foldhash::fast::RandomState>,
     queues: Vec<mpsc::Sender<shard::Job>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// The lanes' runtimes (empty without lanes).
+    lanes: Vec<tokio::runtime::Handle>,
     /// Tasks that live as long as the engine (the shared budget's).
     background: Vec<JoinHandle<()>>,
     closing: AtomicBool,
@@ -626,9 +735,26 @@ impl Engine {
             .map(|t| t.tokens.requests_by_cause())
     }
 
-    /// The transport (for protocol introspection).
+    /// The transport (for protocol introspection). With lanes, lane 0's,
+    /// which also carries the token requests.
     pub fn transport(&self) -> &Transport {
         &self.inner.shared.transport
+    }
+
+    /// The lane whose thread runs `channel`'s shard (`None` without lanes).
+    /// A producer that splits its input by lane and submits each part from
+    /// a task on that lane ([`Engine::lane_handles`]) keeps every wake on
+    /// one thread.
+    pub fn lane_of(&self, channel: &ChannelUri) -> Option<usize> {
+        let lanes = self.inner.lanes.len();
+        (lanes > 0).then(|| shard_of(channel.as_str(), self.inner.queues.len()) % lanes)
+    }
+
+    /// The lanes' runtimes ([`EngineConfig::lanes`]; empty without lanes):
+    /// a producer spawned on one submits from the thread that also runs
+    /// shards, instead of waking a thread of its own for every wake.
+    pub fn lane_handles(&self) -> &[tokio::runtime::Handle] {
+        &self.inner.lanes
     }
 
     /// Starts draining without waiting: new submits get `shut_down`; wakes not yet
