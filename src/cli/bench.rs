@@ -727,14 +727,58 @@ async fn open_loop(ctx: &Arc<Ctx>, rate: f64, amount: Amount, outstanding: usize
     // On a runtime worker, like the engine's shards: run from `block_on`'s
     // thread, every result would be a cross-thread wake-up (~30% more CPU
     // per wake).
-    let ctx = ctx.clone();
-    let lane = ctx.engine.lane_handles().first().cloned();
-    let generate = async move { open_loop_driver(&ctx, rate, amount, outstanding, start).await };
-    let driver = match lane {
-        Some(lane) => lane.spawn(generate),
-        None => tokio::spawn(generate),
-    };
-    let _ = driver.await;
+    // With lanes, one generator per lane at rate/lanes, each sending wakes
+    // of its own lane (as the closed loop's submitters do).
+    let lanes = ctx.engine.lane_handles().to_vec();
+    if lanes.is_empty() {
+        let ctx = ctx.clone();
+        let gen = Generator::whole();
+        let _ = tokio::spawn(async move {
+            open_loop_driver(&ctx, rate, amount, outstanding, start, gen).await
+        })
+        .await;
+        return;
+    }
+    let n = lanes.len();
+    let mut drivers = Vec::with_capacity(n);
+    for (l, handle) in lanes.iter().enumerate() {
+        let ctx = ctx.clone();
+        let part = match amount {
+            Amount::Count(c) => Amount::Count(c / n as u64 + u64::from((l as u64) < c % n as u64)),
+            d => d,
+        };
+        let gen = Generator {
+            lane: (n > 1).then_some(l),
+            first: l as u64,
+            step: n as u64,
+        };
+        let per = (outstanding / n).max(1);
+        drivers.push(handle.spawn(async move {
+            open_loop_driver(&ctx, rate / n as f64, part, per, start, gen).await
+        }));
+    }
+    for d in drivers {
+        let _ = d.await;
+    }
+}
+
+/// Which wakes one open-loop generator sends: numbers `first + k * step`,
+/// for channels of `lane` if set.
+#[derive(Clone, Copy)]
+struct Generator {
+    lane: Option<usize>,
+    first: u64,
+    step: u64,
+}
+
+impl Generator {
+    fn whole() -> Self {
+        Generator {
+            lane: None,
+            first: 0,
+            step: 1,
+        }
+    }
 }
 
 async fn open_loop_driver(
@@ -743,6 +787,7 @@ async fn open_loop_driver(
     amount: Amount,
     outstanding: usize,
     start: Instant,
+    mine: Generator,
 ) {
     use futures_util::StreamExt;
     let gen = ctx.clone();
@@ -763,7 +808,7 @@ async fn open_loop_driver(
                 // counted in latency, which runs from each wake's own due time).
                 tokio::time::sleep_until((due.max(now + OPEN_LOOP_TICK)).into()).await;
             }
-            let n = ctx.notification(i, None)?;
+            let n = ctx.notification(mine.first + i * mine.step, mine.lane)?;
             Some((((i, due), n), i + 1))
         }
     });
