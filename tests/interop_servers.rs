@@ -47,9 +47,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleetwake::{
-    ChannelUri, Engine, HttpPolicy, Notification, OutcomeKind, Payload, RetryPolicy,
+    ChannelUri, Engine, HttpPolicy, HttpStack, Notification, OutcomeKind, Payload, RetryPolicy,
     TransportConfig,
 };
+
+/// The project's own HTTP code (src/transport/stack.rs), which most runs use.
+const OWN: HttpStack = HttpStack::Own;
 
 /// One at a time: each starts a server and runs a few hundred wakes.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -221,18 +224,21 @@ fn htdocs(dir: &Path) -> PathBuf {
 }
 
 /// Runs `n` wakes through a fresh engine against `server`, with `http`
-/// forced, and checks each ends `received`; `big` says the server sends the
-/// large header, which must then arrive intact.
+/// forced and the HTTP code of `stack`, and checks each ends `received`;
+/// `big` says the server sends the large header, which must then arrive
+/// intact. The attempts the wakes took.
 async fn wakes(
+    stack: HttpStack,
     server: &Server,
     pems: &Pems,
     http: HttpPolicy,
     n: usize,
     payload: usize,
     big: bool,
-) {
+) -> u32 {
     let addr = server.addr;
     let mut t = TransportConfig {
+        stack,
         resolve: vec![
             format!("*.notify.windows.com={addr}").parse().unwrap(),
             format!("login.live.com={addr}").parse().unwrap(),
@@ -277,8 +283,9 @@ async fn wakes(
         assert_eq!(
             o.kind,
             OutcomeKind::Received,
-            "{} {http:?} wake {i}: {o:?}\n{}",
+            "{} {http:?} {} stack, wake {i}: {o:?}\n{}",
             server.name,
+            stack.as_str(),
             std::fs::read_to_string(&server.log).unwrap_or_default()
         );
         attempts += o.attempts;
@@ -294,11 +301,13 @@ async fn wakes(
         }
     }
     eprintln!(
-        "{} {http:?}: {n} wakes of {payload} bytes received in {:?}, {attempts} attempts",
+        "{} {http:?} {} stack: {n} wakes of {payload} bytes received in {:?}, {attempts} attempts",
         server.name,
+        stack.as_str(),
         started.elapsed()
     );
     engine.shutdown(Duration::from_secs(5)).await;
+    attempts
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,6 +380,8 @@ http {{
     start(name, cmd, port, dir)
 }
 
+/// Both HTTP stacks (src/transport/stack.rs) against the same two nginx
+/// configurations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_defaults_and_one_stream_a_goaway_after_7_and_large_headers() {
     let _serial = SERIAL.lock().await;
@@ -379,10 +390,15 @@ async fn nginx_defaults_and_one_stream_a_goaway_after_7_and_large_headers() {
     }
     let dir = tempfile::tempdir().unwrap();
     let pems = pems(dir.path());
+    // One attempt per wake: the GOAWAYs and closes are the pool's to get past.
     {
         let s = nginx(dir.path(), Some(&pems), "", false);
-        wakes(&s, &pems, HttpPolicy::Http2Only, 300, 4, false).await;
-        wakes(&s, &pems, HttpPolicy::Http1Only, 300, 4, false).await;
+        for stack in [HttpStack::Own, HttpStack::Crates] {
+            for http in [HttpPolicy::Http2Only, HttpPolicy::Http1Only] {
+                let attempts = wakes(stack, &s, &pems, http, 300, 4, false).await;
+                assert_eq!(attempts, 300, "{} stack, {http:?}", stack.as_str());
+            }
+        }
     }
     let s = nginx(
         dir.path(),
@@ -390,8 +406,12 @@ async fn nginx_defaults_and_one_stream_a_goaway_after_7_and_large_headers() {
         "http2_max_concurrent_streams 1; keepalive_requests 7; http2_recv_buffer_size 256k;",
         true,
     );
-    wakes(&s, &pems, HttpPolicy::Http2Only, 200, 4000, true).await;
-    wakes(&s, &pems, HttpPolicy::Http1Only, 200, 4000, true).await;
+    for stack in [HttpStack::Own, HttpStack::Crates] {
+        for http in [HttpPolicy::Http2Only, HttpPolicy::Http1Only] {
+            let attempts = wakes(stack, &s, &pems, http, 200, 4000, true).await;
+            assert_eq!(attempts, 200, "{} stack, {http:?}", stack.as_str());
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -423,7 +443,7 @@ async fn nghttpd_defaults_then_a_tiny_window_one_stream_no_table_padding_and_tra
     let pems = pems(dir.path());
     {
         let s = nghttpd(dir.path(), &pems, &[]);
-        wakes(&s, &pems, HttpPolicy::Http2Only, 300, 4, false).await;
+        wakes(OWN, &s, &pems, HttpPolicy::Http2Only, 300, 4, false).await;
     }
     // A 15-byte initial stream window and a 15-byte connection window
     // (2^4 - 1), one concurrent stream, a header table of 0 on both sides,
@@ -446,7 +466,7 @@ async fn nghttpd_defaults_then_a_tiny_window_one_stream_no_table_padding_and_tra
             "--trailer=x-wns-trailer: done",
         ],
     );
-    wakes(&s, &pems, HttpPolicy::Http2Only, 60, 4000, false).await;
+    wakes(OWN, &s, &pems, HttpPolicy::Http2Only, 60, 4000, false).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -511,16 +531,16 @@ async fn apache_mod_http2_defaults_then_one_stream_small_window_goaway_after_7_l
     let pems = pems(dir.path());
     {
         let s = apache(dir.path(), &pems, "");
-        wakes(&s, &pems, HttpPolicy::Http2Only, 300, 4, false).await;
-        wakes(&s, &pems, HttpPolicy::Http1Only, 300, 4, false).await;
+        wakes(OWN, &s, &pems, HttpPolicy::Http2Only, 300, 4, false).await;
+        wakes(OWN, &s, &pems, HttpPolicy::Http1Only, 300, 4, false).await;
     }
     let extra = format!(
         "H2MaxSessionStreams 1\nH2WindowSize 1024\nMaxKeepAliveRequests 7\nH2Padding 6\n{}",
         big_lines("Header always set", "")
     );
     let s = apache(dir.path(), &pems, &extra);
-    wakes(&s, &pems, HttpPolicy::Http2Only, 200, 4000, true).await;
-    wakes(&s, &pems, HttpPolicy::Http1Only, 200, 4000, true).await;
+    wakes(OWN, &s, &pems, HttpPolicy::Http2Only, 200, 4000, true).await;
+    wakes(OWN, &s, &pems, HttpPolicy::Http1Only, 200, 4000, true).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -568,8 +588,8 @@ async fn h2o_defaults_then_one_request_per_connection_at_a_time() {
     let backend = nginx(dir.path(), None, "", true);
     {
         let s = h2o(dir.path(), &pems, backend.addr, "");
-        wakes(&s, &pems, HttpPolicy::Http2Only, 300, 4, true).await;
-        wakes(&s, &pems, HttpPolicy::Http1Only, 300, 4, true).await;
+        wakes(OWN, &s, &pems, HttpPolicy::Http2Only, 300, 4, true).await;
+        wakes(OWN, &s, &pems, HttpPolicy::Http1Only, 300, 4, true).await;
     }
     let s = h2o(
         dir.path(),
@@ -577,7 +597,7 @@ async fn h2o_defaults_then_one_request_per_connection_at_a_time() {
         backend.addr,
         "http2-max-concurrent-requests-per-connection: 1\nhttp2-idle-timeout: 2",
     );
-    wakes(&s, &pems, HttpPolicy::Http2Only, 200, 4000, true).await;
+    wakes(OWN, &s, &pems, HttpPolicy::Http2Only, 200, 4000, true).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -639,12 +659,12 @@ async fn hypercorn_headers_past_a_frame_then_one_stream() {
     let pems = pems(dir.path());
     {
         let s = hypercorn(dir.path(), &pems, "");
-        wakes(&s, &pems, HttpPolicy::Http2Only, 200, 4, true).await;
-        wakes(&s, &pems, HttpPolicy::Http1Only, 200, 4, true).await;
+        wakes(OWN, &s, &pems, HttpPolicy::Http2Only, 200, 4, true).await;
+        wakes(OWN, &s, &pems, HttpPolicy::Http1Only, 200, 4, true).await;
     }
     let s = hypercorn(dir.path(), &pems, "h2_max_concurrent_streams = 1");
-    wakes(&s, &pems, HttpPolicy::Http2Only, 100, 4000, true).await;
-    wakes(&s, &pems, HttpPolicy::Http1Only, 100, 4000, true).await;
+    wakes(OWN, &s, &pems, HttpPolicy::Http2Only, 100, 4000, true).await;
+    wakes(OWN, &s, &pems, HttpPolicy::Http1Only, 100, 4000, true).await;
 }
 
 // ---------------------------------------------------------------------------------------------

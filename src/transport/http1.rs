@@ -465,16 +465,18 @@ impl<S: AsyncRead + tokio::io::AsyncWrite + Unpin> Http1Conn<S> {
                     }
                 }
             }
-            BodyFraming::UntilClose => {
-                while self.read_more().await? > 0 {
-                    if self.rbuf.len() > max_body {
-                        return Err(Http1Error::Protocol(format!(
-                            "body longer than {max_body} bytes"
-                        )));
-                    }
+            BodyFraming::UntilClose => loop {
+                // Checked before each read: the bytes that came with the head
+                // count too.
+                if self.rbuf.len() > max_body {
+                    return Err(Http1Error::Protocol(format!(
+                        "body longer than {max_body} bytes"
+                    )));
                 }
-                self.rbuf.split().freeze()
-            }
+                if self.read_more().await? == 0 {
+                    break self.rbuf.split().freeze();
+                }
+            },
         };
         // Reusable only when the answer ended exactly at its framing.
         self.reusable = head.keep_alive && self.rbuf.is_empty();

@@ -480,8 +480,15 @@ impl HostPool {
             Err(Http1Error::Io {
                 unanswered: true, ..
             }) if !fresh => {
-                drop(conn);
-                conn = self.connect_h1(c).await?;
+                // The fresh connection takes the dead one's slot: queuing for
+                // another could wait behind every checkout while idle
+                // connections hold all the slots, until the request times out.
+                let H1Conn {
+                    stream,
+                    _slot: slot,
+                } = conn;
+                drop(stream);
+                conn = self.open_h1(c, slot).await?;
                 conn.stream
                     .conn
                     .send(&req, max_body)
@@ -515,16 +522,6 @@ impl HostPool {
                 }
             }
         }
-    }
-
-    async fn connect_h1(&self, c: &Connector) -> Result<H1Conn, TransportError> {
-        let slot = self
-            .h1_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(closed)?;
-        self.open_h1(c, slot).await
     }
 
     async fn open_h1(

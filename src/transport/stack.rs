@@ -16,16 +16,19 @@
 //! The crates' side, in short:
 //! - HTTP/2: `h2::client` over the TLS stream, its connection future on a task
 //!   of its own (which holds the connection's guards). A request refused with
-//!   `REFUSED_STREAM`, dropped by a graceful GOAWAY (`NO_ERROR`), or never sent
-//!   because the connection had closed is handed back as unprocessed, like the
-//!   own client does. A GOAWAY with an error code is not (h2 does not say which
-//!   side of its last stream id a request was), so the crates' stack resends
-//!   less after such a GOAWAY than the own one.
+//!   `REFUSED_STREAM`, above the last stream id of a server's GOAWAY (h2 gives
+//!   only those streams the GOAWAY's error), or never sent because the
+//!   connection had closed is handed back as unprocessed, like the own client
+//!   does. A connection counts as closed from its first GOAWAY or IO error,
+//!   not only once its task ends: h2 refuses new streams from then on, while
+//!   the streams already open may run for a long time yet.
 //! - HTTP/1.1: `hyper::client::conn::http1` (origin-form target, `Host` from
-//!   the URI), its connection future on a task of its own. A reused connection
-//!   that the server had closed shows up as a canceled request or an
-//!   incomplete message before the head, which the pool sends once more on a
-//!   fresh connection, as with the own codec.
+//!   the URI), its connection future on a task of its own. A connection is
+//!   kept after an answer by the own codec's rule (not `Connection: close`,
+//!   framed by length or chunks), not by whether hyper's task has closed it
+//!   yet. A reused connection that the server had closed shows up as a
+//!   canceled request or an incomplete message before the head, which the
+//!   pool sends once more on a fresh connection, as with the own codec.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -140,10 +143,17 @@ impl CratesH2 {
     }
 
     async fn send(&self, req: Request<Bytes>) -> Result<Response<Bytes>, http2::Failure> {
-        let unsent = |req: Request<Bytes>, e: &h2::Error| http2::Failure {
-            kind: TransportErrorKind::Broken,
-            message: format!("the connection closed before the request was sent: {e}"),
-            unprocessed: Some(Box::new(req)),
+        // The connection takes no new streams (after a GOAWAY, even a graceful
+        // one whose open streams still run, once it failed, or once its
+        // stream ids ran out): the pool must open another rather than resend
+        // on this one.
+        let unsent = |req: Request<Bytes>, e: &h2::Error| {
+            self.closed.store(true, Ordering::Release);
+            http2::Failure {
+                kind: TransportErrorKind::Broken,
+                message: format!("the connection closed before the request was sent: {e}"),
+                unprocessed: Some(Box::new(req)),
+            }
         };
         let mut sender = match self.send.clone().ready().await {
             Ok(s) => s,
@@ -154,28 +164,37 @@ impl CratesH2 {
         let mut head = Request::new(());
         *head.method_mut() = req.method().clone();
         *head.uri_mut() = req.uri().clone();
-        *head.headers_mut() = req.headers().clone();
+        *head.headers_mut() = h2_fields(req.headers());
         let body = req.body().clone();
         let (answer, mut stream) = match sender.send_request(head, body.is_empty()) {
             Ok(x) => x,
+            // Neither IO nor the server's: h2 refused the request itself (a
+            // header HTTP/2 forbids), as any connection would.
+            Err(e) if !e.is_io() && e.reason().is_none() => {
+                return Err(failure(&e, "the request cannot be sent over HTTP/2"))
+            }
             Err(e) => return Err(unsent(req, &e)),
         };
         if !body.is_empty() {
-            // h2 queues the data until the server's windows allow it.
-            if let Err(e) = stream.send_data(body, true) {
-                return Err(classify(req, &e));
-            }
+            // h2 queues the data until the server's windows allow it. It
+            // fails only once the stream has ended: the server answered
+            // without reading the body (nginx's `return 200`) or reset the
+            // stream, and the answer below says which.
+            let _ = stream.send_data(body, true);
         }
         let answer = match answer.await {
             Ok(a) => a,
-            Err(e) => return Err(classify(req, &e)),
+            Err(e) => return Err(self.classify(req, &e)),
         };
         let (parts, mut recv) = answer.into_parts();
         let mut first: Option<Bytes> = None;
         let mut rest = BytesMut::new();
         let mut len = 0usize;
         while let Some(chunk) = recv.data().await {
-            let chunk = chunk.map_err(|e| failure(&e, "reading the answer body"))?;
+            let chunk = chunk.map_err(|e| {
+                self.note_closed(&e);
+                failure(&e, "reading the answer body")
+            })?;
             let _ = recv.flow_control().release_capacity(chunk.len());
             len += chunk.len();
             if len > self.max_body {
@@ -198,17 +217,48 @@ impl CratesH2 {
         let body = first.unwrap_or_else(|| rest.freeze());
         Ok(Response::from_parts(parts, body))
     }
+
+    /// After a GOAWAY or an IO error the connection takes no new streams.
+    fn note_closed(&self, e: &h2::Error) {
+        if e.is_go_away() || e.is_io() {
+            self.closed.store(true, Ordering::Release);
+        }
+    }
+
+    /// A failed exchange; `req` back when the server cannot have acted on it.
+    fn classify(&self, req: Request<Bytes>, e: &h2::Error) -> http2::Failure {
+        self.note_closed(e);
+        // h2 fails a stream with the server's GOAWAY only when the stream is
+        // above the GOAWAY's last stream id (RFC 9113 §6.8: not processed,
+        // whatever the error code); streams at or below it that the closing
+        // connection cuts fail with an IO error instead.
+        let above_goaway = e.is_go_away() && e.is_remote();
+        let refused = e.is_remote() && e.reason() == Some(h2::Reason::REFUSED_STREAM);
+        if refused || above_goaway {
+            let mut f = failure(e, "the server did not act on the request");
+            f.unprocessed = Some(Box::new(req));
+            return f;
+        }
+        failure(e, "HTTP/2 exchange")
+    }
 }
 
-/// A failed exchange; `req` back when the server cannot have acted on it.
-fn classify(req: Request<Bytes>, e: &h2::Error) -> http2::Failure {
-    let graceful_goaway = e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR);
-    if e.reason() == Some(h2::Reason::REFUSED_STREAM) || graceful_goaway {
-        let mut f = failure(e, "the server did not act on the request");
-        f.unprocessed = Some(Box::new(req));
-        return f;
+/// The request's fields as HTTP/2 sends them, by the own client's rule:
+/// without `host` (the URI's authority is `:authority`), connection-specific
+/// fields and a `te` other than `trailers` (RFC 9113 §8.2.2), which h2 would
+/// refuse to send.
+fn h2_fields(fields: &http::HeaderMap) -> http::HeaderMap {
+    use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+    let mut out = fields.clone();
+    for name in [HOST, CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        out.remove(name);
     }
-    failure(e, "HTTP/2 exchange")
+    out.remove("keep-alive");
+    out.remove("proxy-connection");
+    if out.get(TE).is_some_and(|v| v != "trailers") {
+        out.remove(TE);
+    }
+    out
 }
 
 fn failure(e: &h2::Error, what: &str) -> http2::Failure {
@@ -248,7 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> H1Handle<S> {
     pub(crate) fn is_reusable(&self) -> bool {
         match self {
             H1Handle::Own(c) => c.is_reusable(),
-            H1Handle::Crates(c) => !c.send.is_closed(),
+            H1Handle::Crates(c) => c.reusable && !c.send.is_closed(),
         }
     }
 
@@ -257,7 +307,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> H1Handle<S> {
         match self {
             H1Handle::Own(c) => c.is_open(),
             // hyper's connection task notices a close as it happens.
-            H1Handle::Crates(c) => !c.send.is_closed(),
+            H1Handle::Crates(c) => c.reusable && !c.send.is_closed(),
         }
     }
 
@@ -278,6 +328,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> H1Handle<S> {
 pub(crate) struct CratesH1 {
     send: hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
     exchanges: u64,
+    /// The last answer left the connection open by its own words. hyper's
+    /// task closes its end after an answer that did not, but only once it
+    /// runs: until then `is_closed` still says open.
+    reusable: bool,
 }
 
 impl CratesH1 {
@@ -294,7 +348,11 @@ impl CratesH1 {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(CratesH1 { send, exchanges: 0 })
+        Ok(CratesH1 {
+            send,
+            exchanges: 0,
+            reusable: true,
+        })
     }
 
     async fn send(
@@ -302,6 +360,8 @@ impl CratesH1 {
         req: &Request<Bytes>,
         max_body: usize,
     ) -> Result<Response<Bytes>, Http1Error> {
+        // Until the answer is complete, a failure leaves the connection unusable.
+        self.reusable = false;
         self.send
             .ready()
             .await
@@ -336,19 +396,52 @@ impl CratesH1 {
             .await
             .map_err(|e| {
                 if e.is::<http_body_util::LengthLimitError>() {
-                    Http1Error::Protocol(format!("answer body longer than {max_body} bytes"))
-                } else {
-                    Http1Error::Io {
+                    return Http1Error::Protocol(format!(
+                        "answer body longer than {max_body} bytes"
+                    ));
+                }
+                match e.downcast_ref::<hyper::Error>() {
+                    Some(h) => hyper_error(h, "reading the answer body", false),
+                    None => Http1Error::Io {
                         message: format!("reading the answer body: {e}"),
                         tls: false,
                         unanswered: false,
-                    }
+                    },
                 }
             })?
             .to_bytes();
+        self.reusable = keeps_alive(&parts);
         self.exchanges += 1;
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// The answer leaves its connection open, by the own codec's rule: no
+/// `Connection: close`, `keep-alive` if it is HTTP/1.0, and a body framed by
+/// length or chunks rather than by the close.
+fn keeps_alive(parts: &http::response::Parts) -> bool {
+    use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+    let mut open = parts.version != http::Version::HTTP_10;
+    for value in parts.headers.get_all(CONNECTION) {
+        for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") {
+                return false;
+            }
+            open |= token.eq_ignore_ascii_case("keep-alive");
+        }
+    }
+    let bodiless = matches!(parts.status.as_u16(), 204 | 304);
+    // Transfer-Encoding wins over Content-Length; chunked must be its last
+    // coding, else the body runs to the close.
+    let framed = match parts.headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+        Some(te) => te
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")),
+        None => parts.headers.contains_key(CONTENT_LENGTH),
+    };
+    open && (bodiless || framed)
 }
 
 fn hyper_error(e: &hyper::Error, what: &str, unanswered: bool) -> Http1Error {
@@ -356,15 +449,32 @@ fn hyper_error(e: &hyper::Error, what: &str, unanswered: bool) -> Http1Error {
         return Http1Error::Protocol(format!("{what}: {e}"));
     }
     let mut tls = false;
+    let mut malformed = false;
+    // hyper's own words are general ("error reading a body from connection"):
+    // the IO error under them says what happened.
+    let mut cause = String::new();
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            tls |= super::is_tls_error(io);
+            if cause.is_empty() {
+                cause = format!(": {io}");
+            }
+            if super::is_tls_error(io) {
+                tls = true;
+            } else {
+                // hyper's body decoder (a bad chunk size, a chunk without its
+                // CRLF) reports the server's framing errors as these.
+                use std::io::ErrorKind::{InvalidData, InvalidInput};
+                malformed |= matches!(io.kind(), InvalidData | InvalidInput);
+            }
         }
         src = s.source();
     }
+    if malformed && !tls {
+        return Http1Error::Protocol(format!("{what}: {e}{cause}"));
+    }
     Http1Error::Io {
-        message: format!("{what}: {e}"),
+        message: format!("{what}: {e}{cause}"),
         tls,
         unanswered,
     }
