@@ -62,6 +62,7 @@ pub struct Args {
 }
 
 pub(crate) async fn run(a: Args) -> u8 {
+    crate::util::purge_freed_memory_at_once();
     let cfg = match Config::load(&a.config) {
         Ok(c) => c,
         Err(e) => {
