@@ -1,6 +1,5 @@
 //! Small helpers shared across modules: serde for durations, decimal digits
-//! without the formatting machinery, a warning said at most once per interval,
-//! and the allocator's purge setting.
+//! without the formatting machinery, a warning said at most once per interval.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -67,31 +66,5 @@ impl WarnEvery {
         }
         *last = Some(now);
         Some(self.suppressed.swap(0, Ordering::Relaxed))
-    }
-}
-
-#[cfg(feature = "mimalloc")]
-extern "C" {
-    /// mimalloc's option setter (linked with the `mimalloc` feature).
-    fn mi_option_set(option: std::os::raw::c_int, value: std::os::raw::c_long);
-}
-
-/// `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (the crate's
-/// default build; its header documents it: "memory purging is delayed by N
-/// milli seconds; use 0 for immediate purging").
-#[cfg(feature = "mimalloc")]
-const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
-
-/// Gives memory the allocator no longer uses back to the OS at once instead
-/// of after its default 10 ms delay. For campaigns, whose peak RSS is a
-/// target: when the channel table's sets double, their old arrays were still
-/// held when the new ones filled, and a 1M-device campaign peaked at 62-66 MB
-/// instead of 59 MB. No effect without the `mimalloc` feature.
-pub(crate) fn purge_freed_memory_at_once() {
-    #[cfg(feature = "mimalloc")]
-    // SAFETY: mi_option_set takes two plain integers and only stores the
-    // option's value; mimalloc reads it on its next purge decision.
-    unsafe {
-        mi_option_set(MI_OPTION_PURGE_DELAY, 0);
     }
 }

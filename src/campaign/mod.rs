@@ -102,7 +102,15 @@ pub struct CampaignOptions {
     pub skip: Option<SkipHook>,
     /// Optional per-row observer.
     pub on_row: Option<RowHook>,
+    /// At most this many devices will be read (the device file's line
+    /// count), if known: the channel table is sized for them at the start
+    /// (up to [`RESERVE_AT_MOST`]) instead of doubling as it fills.
+    pub expected_devices: Option<u64>,
 }
+
+/// The most devices the channel table is sized for up front (about 300 MB of
+/// table); beyond that it grows as it fills.
+pub const RESERVE_AT_MOST: u64 = 16_000_000;
 
 impl std::fmt::Debug for CampaignOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,6 +136,7 @@ impl CampaignOptions {
             progress: ProgressMode::Quiet,
             skip: None,
             on_row: None,
+            expected_devices: None,
         }
     }
 }
@@ -362,6 +371,10 @@ pub async fn run<R: BufRead + Send + 'static>(
         Some(r) => (r.watermark, r.done_lines, r.table, r.report_len),
         None => (0, HashSet::new(), ChannelTable::new(), 0),
     };
+    if let Some(n) = opts.expected_devices {
+        let n = n.min(RESERVE_AT_MOST) as usize;
+        table.reserve(n.saturating_sub(table.len()));
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
