@@ -372,8 +372,8 @@ pub async fn run<R: BufRead + Send + 'static>(
         None => (0, HashSet::new(), ChannelTable::new(), 0),
     };
     if let Some(n) = opts.expected_devices {
-        let n = n.min(RESERVE_AT_MOST) as usize;
-        table.reserve(n.saturating_sub(table.len()));
+        // A resumed table already holds some of the file's channels.
+        table.reserve_total(n.min(RESERVE_AT_MOST) as usize);
     }
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -272,7 +272,7 @@ struct Report {
     http: HttpArg,
     protocol: Option<&'static str>,
     /// Which code spoke HTTP (`own` or `crates`).
-    stack: &'static str,
+    stack: HttpStack,
     scheduler: SchedulerArg,
     mode: &'static str,
     connections: usize,
@@ -550,7 +550,7 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
         target: a.target.clone(),
         http: a.http,
         protocol,
-        stack: HttpStack::from(a.stack).as_str(),
+        stack: a.stack.into(),
         scheduler: a.scheduler,
         mode: if a.rate.is_some() { "open" } else { "closed" },
         connections,
@@ -891,7 +891,7 @@ fn render(r: &Report) -> String {
         "fleetwake bench: {} ({}, {} stack)",
         r.target,
         r.protocol.unwrap_or("?"),
-        r.stack
+        r.stack.as_str()
     );
     let _ = writeln!(
         s,

@@ -327,16 +327,13 @@ impl EngineBuilder {
         }
         let lanes = self.config.lanes.min(self.config.shards.max(1));
         // With lanes, each gets its own share of the connections per host.
-        let lane_transport = (lanes > 0).then(|| {
-            let mut t = self.transport.clone();
+        let mut transport_config = self.transport;
+        if lanes > 0 {
+            let t = &mut transport_config;
             t.h2_connections_per_host = t.h2_connections_per_host.div_ceil(lanes).max(1);
             t.h1_connections_per_host = t.h1_connections_per_host.div_ceil(lanes).max(1);
-            t
-        });
-        let transport = Transport::new(match &lane_transport {
-            Some(t) => t.clone(),
-            None => self.transport,
-        })?;
+        }
+        let transport = Transport::new(transport_config.clone())?;
         // One limiter per PFN, with the tenant that set it and its limit.
         let mut limiters: HashMap<String, (Arc<PfnLimiter>, String, RateLimit)> = HashMap::new();
         let mut tenants: HashMap<_, _, foldhash::fast::RandomState> = HashMap::default();
@@ -416,37 +413,28 @@ impl EngineBuilder {
         }
         let mut workers = Vec::new();
         let mut lane_handles = Vec::new();
-        match lane_transport {
-            None => {
-                for rx in receivers {
-                    workers.push(rt.spawn(shard::run_shard(shared.clone(), rx, draining.clone())));
-                }
+        if lanes == 0 {
+            for rx in receivers {
+                workers.push(rt.spawn(shard::run_shard(shared.clone(), rx, draining.clone())));
             }
-            Some(cfg) => {
-                let mut per_lane: Vec<Vec<_>> = (0..lanes).map(|_| Vec::new()).collect();
-                for (i, rx) in receivers.into_iter().enumerate() {
-                    per_lane[i % lanes].push(rx);
-                }
-                for (lane, rxs) in per_lane.into_iter().enumerate() {
-                    // Lane 0 uses the engine's transport (which also carries
-                    // the token requests); the others their own.
-                    let lane_shared = if lane == 0 {
-                        shared.clone()
-                    } else {
-                        Arc::new(Shared {
-                            transport: Transport::new(cfg.clone())?,
-                            hosts: shared.hosts.clone(),
-                            when_open: shared.when_open,
-                            retry: shared.retry.clone(),
-                            gauges: shared.gauges.clone(),
-                            draining: draining.clone(),
-                        })
-                    };
-                    let (handle, ws) = start_lane(lane, lane_shared, rxs, &draining)
-                        .map_err(|error| BuildError::Lane { lane, error })?;
-                    lane_handles.push(handle);
-                    workers.extend(ws);
-                }
+        } else {
+            let mut per_lane: Vec<Vec<_>> = (0..lanes).map(|_| Vec::new()).collect();
+            for (i, rx) in receivers.into_iter().enumerate() {
+                per_lane[i % lanes].push(rx);
+            }
+            for (lane, rxs) in per_lane.into_iter().enumerate() {
+                // Lane 0 uses the engine's transport (which also carries the
+                // token requests); the others their own.
+                let lane_shared = if lane == 0 {
+                    shared.clone()
+                } else {
+                    let transport = Transport::new(transport_config.clone())?;
+                    Arc::new(shared.with_transport(transport))
+                };
+                let (handle, ws) = start_lane(lane, lane_shared, rxs, &draining)
+                    .map_err(|error| BuildError::Lane { lane, error })?;
+                lane_handles.push(handle);
+                workers.extend(ws);
             }
         }
         Ok(Engine {
@@ -509,6 +497,21 @@ pub(crate) struct Shared {
     pub(crate) retry: RetryPolicy,
     pub(crate) gauges: EngineGauges,
     pub(crate) draining: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Another lane's state: the same breakers, policies, gauges and drain
+    /// signal, with that lane's own `transport`.
+    fn with_transport(&self, transport: Transport) -> Shared {
+        Shared {
+            transport,
+            hosts: self.hosts.clone(),
+            when_open: self.when_open,
+            retry: self.retry.clone(),
+            gauges: self.gauges.clone(),
+            draining: self.draining.clone(),
+        }
+    }
 }
 
 struct Inner {

@@ -65,12 +65,8 @@ impl HttpStack {
     }
 }
 
-/// The largest header list accepted from a server (as the own client's
-/// `MAX_HEADER_BLOCK`).
-const MAX_HEADER_LIST: u32 = 64 * 1024;
-/// Stream and connection receive windows (as the own client announces).
-const STREAM_WINDOW: u32 = 1 << 20;
-const CONN_WINDOW: u32 = 4 << 20;
+/// The own client's limits and windows, announced by the crates' too.
+use super::http2::conn::{CONN_WINDOW, MAX_HEADER_BLOCK, STREAM_WINDOW};
 
 /// One HTTP/2 connection, whichever code speaks it.
 pub(crate) enum H2Handle {
@@ -124,7 +120,7 @@ impl CratesH2 {
             .enable_push(false)
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONN_WINDOW)
-            .max_header_list_size(MAX_HEADER_LIST)
+            .max_header_list_size(MAX_HEADER_BLOCK as u32)
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| failure(&e, "HTTP/2 handshake"))?;
@@ -243,20 +239,16 @@ impl CratesH2 {
     }
 }
 
-/// The request's fields as HTTP/2 sends them, by the own client's rule:
-/// without `host` (the URI's authority is `:authority`), connection-specific
-/// fields and a `te` other than `trailers` (RFC 9113 §8.2.2), which h2 would
-/// refuse to send.
+/// The request's fields as HTTP/2 sends them, by the own client's rule
+/// (`hpack::skip`): without `host` (the URI's authority is `:authority`),
+/// connection-specific fields and a `te` other than `trailers` (RFC 9113
+/// §8.2.2), which h2 would refuse to send.
 fn h2_fields(fields: &http::HeaderMap) -> http::HeaderMap {
-    use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
-    let mut out = fields.clone();
-    for name in [HOST, CONNECTION, TRANSFER_ENCODING, UPGRADE] {
-        out.remove(name);
-    }
-    out.remove("keep-alive");
-    out.remove("proxy-connection");
-    if out.get(TE).is_some_and(|v| v != "trailers") {
-        out.remove(TE);
+    let mut out = http::HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        if !super::http2::hpack::skip(name, value.as_bytes()) {
+            out.append(name.clone(), value.clone());
+        }
     }
     out
 }

@@ -38,9 +38,9 @@ use crate::transport::TransportErrorKind;
 
 /// Our stream receive window (`SETTINGS_INITIAL_WINDOW_SIZE`): larger than any
 /// body we accept, so a stream never needs a WINDOW_UPDATE.
-const STREAM_WINDOW: u32 = 1 << 20;
+pub(crate) const STREAM_WINDOW: u32 = 1 << 20;
 /// Our connection receive window, raised from 65,535 at the start.
-const CONN_WINDOW: u32 = 4 << 20;
+pub(crate) const CONN_WINDOW: u32 = 4 << 20;
 /// The largest header block accepted (HEADERS plus CONTINUATION).
 pub(crate) const MAX_HEADER_BLOCK: usize = 64 * 1024;
 /// Our HPACK decoder's table size (the protocol default; not announced).

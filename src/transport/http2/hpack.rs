@@ -913,7 +913,7 @@ fn never_indexed(name: &HeaderName, value: &[u8], dst: &mut BytesMut) {
 
 /// Whether a request header must not be sent: connection-specific fields, `host` (carried by
 /// `:authority`), and `te` other than `trailers` (RFC 9113 8.2.2).
-fn skip(name: &HeaderName, value: &[u8]) -> bool {
+pub(crate) fn skip(name: &HeaderName, value: &[u8]) -> bool {
     if *name == http::header::TE {
         return value != b"trailers";
     }

@@ -13,7 +13,7 @@
 //! driver decodes answers under the same lock and wakes the callers whose
 //! exchanges finished. It replaced the `h2` crate on this path (see
 //! docs/BENCHMARKS.md); `h2` still serves the emulator and the HTTP API
-//! through hyper.
+//! through hyper, and the push path's `crates` stack (`super::stack`).
 //!
 //! Its tests: `tests` drives the sans-IO connection frame by frame; `hostile`
 //! runs the whole client against servers that attack it; `differential`
