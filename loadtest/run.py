@@ -228,9 +228,11 @@ def h2load(args, target, h1, threads, n):
 
 def bench(args, target, http, mode, rate=None, duration=None, extra=(), threads=None, stack="own"):
     """One `fleetwake bench` run; `stack` is a variant: `own`, `crates`, or
-    either with `-shared` (the one work-stealing runtime instead of lanes)."""
+    either with `-shared` (the one work-stealing runtime instead of lanes) or
+    `-normal` (lanes under the default scheduling policy, not SCHED_BATCH)."""
     stack, _, sched = stack.partition("-")
-    extra = list(extra) + (["--scheduler", "shared"] if sched == "shared" else [])
+    extra = list(extra) + {"shared": ["--scheduler", "shared"],
+                           "normal": ["--lane-scheduling", "normal"]}.get(sched, [])
     conns = args.h1_connections if http == "h1" else args.h2_connections
     cmd = [FLEETWAKE, "bench", "--json", "--target", f"127.0.0.1:{target.port}",
            "--ca", os.path.join(target.d, "ca.pem"), "--http", http, "--connections", str(conns),
@@ -252,7 +254,7 @@ def bench(args, target, http, mode, rate=None, duration=None, extra=(), threads=
         raise SystemExit(f"fleetwake bench printed no JSON: {err[-2000:]}")
     r = json.loads(last[-1])
     r["tool"] = "fleetwake bench"
-    r["stack"] = stack + ("-shared" if sched == "shared" else "")
+    r["stack"] = stack + (f"-{sched}" if sched else "")
     r["target_cpu_s"] = tcpu
     r["exit_code"] = code
     return r
@@ -428,7 +430,7 @@ def summarize(res):
         if own and crates:
             out[f"own_vs_crates_{h}"] = ratio(own["throughput"]["median"], crates["throughput"]["median"])
             out[f"own_vs_crates_{h}_cpu"] = ratio(own["cpu_s_per_1000"]["median"], crates["cpu_s_per_1000"]["median"])
-        for st in ("own", "crates", "own-shared"):
+        for st in ("own", "crates", "own-shared", "own-normal"):
             t1, t2 = table.get(f"fleetwake/{st} -t1"), table.get(f"fleetwake/{st} -t2")
             if t1 and t2:
                 out[f"threads2_vs_threads1_{h}_{st}"] = ratio(t2["throughput"]["median"], t1["throughput"]["median"])
@@ -444,6 +446,11 @@ def summarize(res):
         h1 = out["contenders"]["h1"].get("fleetwake/own")
         if h1:
             out["bench_h1_vs_node_wns"] = ratio(h1["throughput"]["median"], node["throughput_per_s"])
+        # The ceiling: the most the target served to any sender, over node-wns.
+        lim = [t["throughput"]["median"] for h in ("h2", "h1")
+               for n, t in out["contenders"][h].items() if n == "h2load"]
+        if lim:
+            out["h2load_vs_node_wns"] = ratio(max(lim), node["throughput_per_s"])
     camps = {c["devices"]: c for c in res.get("campaigns", [])}
     if len(camps) >= 2:
         ns = sorted(camps)
@@ -485,6 +492,8 @@ def ratio_lines(rt):
     add(f"  fleetwake / h2load, HTTP/1.1 throughput   {fmt_ratio(rt.get('bench_h1_vs_h2load'), 1.0)}{pr('bench_h1_vs_h2load')}")
     add(f"  fleetwake / node-wns throughput           {fmt_ratio(rt.get('bench_best_vs_node_wns'), 6.0)}"
         f"  (HTTP/1.1 vs HTTP/1.1: {fmt_ratio(rt.get('bench_h1_vs_node_wns'))})")
+    if rt.get("h2load_vs_node_wns") is not None:
+        add(f"  h2load / node-wns (the target's ceiling)   {fmt_ratio(rt['h2load_vs_node_wns'])}")
     add(f"  CPU per wake, fleetwake / h2load, HTTP/2  {fmt_ratio(rt.get('bench_h2_cpu_vs_h2load'), 1.5, higher=False)}")
     add(f"  CPU per wake, fleetwake / h2load, HTTP/1.1 {fmt_ratio(rt.get('bench_h1_cpu_vs_h2load'), 1.5, higher=False)}")
     for h, name in (("h2", "HTTP/2"), ("h1", "HTTP/1.1")):
@@ -493,7 +502,7 @@ def ratio_lines(rt):
                 f"CPU per wake {fmt_ratio(rt[f'own_vs_crates_{h}_cpu'])}; crates / h2load "
                 f"{fmt_ratio(rt.get(f'bench_{h}_vs_h2load_crates'))}{pr(f'bench_{h}_vs_h2load_crates')}")
     for h, name in (("h2", "HTTP/2"), ("h1", "HTTP/1.1")):
-        for st in ("own", "crates", "own-shared"):
+        for st in ("own", "crates", "own-shared", "own-normal"):
             k = f"threads2_vs_threads1_{h}_{st}"
             if k in rt:
                 add(f"  --threads 2 / --threads 1, {name:<8} {st:<10} {fmt_ratio(rt[k], 1.0)}{pr(k)}")
@@ -639,7 +648,7 @@ def main():
     ap.add_argument("--duration", type=float, default=10, help="seconds per fleetwake bench run")
     ap.add_argument("--h2load-requests", type=int, default=500_000, help="requests per h2load run")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (at least 3); each contender's figure is the median of its per-round bests")
-    ap.add_argument("--stacks", default="own,crates,own-shared", help="fleetwake variants to measure, comma separated: own (the project's HTTP codecs), crates (h2 and hyper), either with -shared (one work-stealing runtime instead of engine lanes); the first is the headline")
+    ap.add_argument("--stacks", default="own,crates,own-shared,own-normal", help="fleetwake variants to measure, comma separated: own (the project's HTTP codecs), crates (h2 and hyper), either with -shared (one work-stealing runtime instead of engine lanes) or -normal (lanes under the default scheduling policy instead of SCHED_BATCH); the first is the headline")
     ap.add_argument("--h2-connections", type=int, default=4)
     ap.add_argument("--h2-streams", type=int, default=100, help="h2load -m; fleetwake closed loop keeps connections x streams in flight")
     ap.add_argument("--h1-connections", type=int, default=64)

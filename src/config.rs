@@ -72,6 +72,9 @@ pub struct EngineSection {
     /// Threads of the engine's own, each owning a share of the shards and of
     /// the connections (default 0: the shards run on the process's runtime).
     pub lanes: Option<usize>,
+    /// How the lanes' threads are scheduled: `batch` (Linux `SCHED_BATCH`,
+    /// the default) or `normal`.
+    pub lane_scheduling: Option<crate::engine::LaneScheduling>,
 }
 
 /// `[push]`: defaults for every wake.
@@ -507,6 +510,9 @@ impl Config {
         if let Some(n) = self.file.engine.lanes {
             ec.lanes = n;
         }
+        if let Some(s) = self.file.engine.lane_scheduling {
+            ec.lane_scheduling = s;
+        }
         if let Some(n) = self.file.engine.shards {
             ec.shards = n.max(1);
         }
@@ -740,6 +746,27 @@ secret_file = "fab.secret"
         assert!(e.message.contains("max_attemps"), "{e}");
         let e = parse("x = \n", &[]).unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn lane_scheduling_is_read_and_a_bad_value_points_at_it() {
+        let text = format!("[engine]\nlanes = 2\nlane_scheduling = \"normal\"\n{GOOD}");
+        let c = parse(&text, &[]).unwrap();
+        assert_eq!(
+            c.file.engine.lane_scheduling,
+            Some(crate::engine::LaneScheduling::Normal)
+        );
+        assert_eq!(parse(GOOD, &[]).unwrap().file.engine.lane_scheduling, None);
+        let e = parse(
+            &format!("[engine]\nlane_scheduling = \"fifo\"\n{GOOD}"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(19)), "{e}");
+        assert!(
+            e.message.contains("batch") && e.message.contains("normal"),
+            "{e}"
+        );
     }
 
     #[test]

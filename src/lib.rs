@@ -119,7 +119,8 @@ mod util;
 pub mod wns;
 
 pub use engine::{
-    Engine, EngineBuilder, EngineConfig, Notification, RateLimit, RetryPolicy, TenantConfig,
+    Engine, EngineBuilder, EngineConfig, LaneScheduling, Notification, RateLimit, RetryPolicy,
+    TenantConfig,
 };
 pub use transport::{HttpPolicy, HttpStack, ResolveOverride, TransportConfig};
 pub use wns::{

@@ -775,3 +775,47 @@ async fn lanes_deliver_coalesce_split_connections_and_shut_down() {
     drop(engine);
     assert!(lanes_gone("fleetwake-lane").await);
 }
+
+/// The lanes' threads run under the scheduling policy asked for: Linux's
+/// `SCHED_BATCH` by default (a lane that wakes does not preempt the thread on
+/// its core), the default policy with `LaneScheduling::Normal`; the caller's
+/// threads are left alone.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lane_threads_take_the_scheduling_policy_asked_for() {
+    fn policy() -> i32 {
+        // SAFETY: a plain query about the calling thread.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+    let emu = emulator(HttpVersions::Both).await;
+    for (asked, want) in [
+        (None, libc::SCHED_BATCH),
+        (Some(fleetwake::LaneScheduling::Batch), libc::SCHED_BATCH),
+        (Some(fleetwake::LaneScheduling::Normal), libc::SCHED_OTHER),
+    ] {
+        let mut b = Engine::builder()
+            .transport(transport_for(&emu))
+            .tenant(tenant("t"))
+            .shards(2)
+            .lanes(2);
+        if let Some(s) = asked {
+            b = b.lane_scheduling(s);
+        }
+        let engine = b.build().unwrap();
+        for (lane, h) in engine.lane_handles().iter().enumerate() {
+            let got = h.spawn(async { policy() }).await.unwrap();
+            assert_eq!(got, want, "lane {lane}, asked {asked:?}");
+        }
+        // A wake still goes through a lane under that policy.
+        let o = engine
+            .submit(Notification::wake("t", channel("ok", "policy")))
+            .await;
+        assert_eq!(o.kind, OutcomeKind::Received, "{asked:?}");
+        assert_eq!(
+            policy(),
+            libc::SCHED_OTHER,
+            "the caller's thread is not changed"
+        );
+        engine.shutdown(Duration::from_secs(5)).await;
+    }
+}

@@ -110,6 +110,11 @@ pub struct Args {
     /// all run every shard and connection task).
     #[arg(long, value_enum, default_value_t = SchedulerArg::Lanes)]
     pub(crate) scheduler: SchedulerArg,
+    /// How the lanes' threads are scheduled: `batch` (Linux `SCHED_BATCH`:
+    /// a lane that wakes does not preempt the thread running on its core;
+    /// the engine's default) or `normal`.
+    #[arg(long, value_enum, default_value_t = LaneSchedulingArg::Batch, value_name = "POLICY")]
+    lane_scheduling: LaneSchedulingArg,
     /// Do not install a metrics recorder (by default a Prometheus recorder
     /// records every metric, as in production).
     #[arg(long)]
@@ -146,6 +151,24 @@ pub(crate) enum SchedulerArg {
     Lanes,
     /// One work-stealing runtime for everything.
     Shared,
+}
+
+/// The `--lane-scheduling` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LaneSchedulingArg {
+    /// `SCHED_BATCH` on Linux.
+    Batch,
+    /// The default policy.
+    Normal,
+}
+
+impl From<LaneSchedulingArg> for crate::engine::LaneScheduling {
+    fn from(a: LaneSchedulingArg) -> Self {
+        match a {
+            LaneSchedulingArg::Batch => crate::engine::LaneScheduling::Batch,
+            LaneSchedulingArg::Normal => crate::engine::LaneScheduling::Normal,
+        }
+    }
 }
 
 /// The `--stack` values.
@@ -274,6 +297,8 @@ struct Report {
     /// Which code spoke HTTP (`own` or `crates`).
     stack: HttpStack,
     scheduler: SchedulerArg,
+    /// The lanes' scheduling policy (`batch` or `normal`).
+    lane_scheduling: &'static str,
     mode: &'static str,
     connections: usize,
     concurrency: Option<usize>,
@@ -432,6 +457,7 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
     if a.scheduler == SchedulerArg::Lanes {
         engine_config.lanes = threads.max(1);
     }
+    engine_config.lane_scheduling = a.lane_scheduling.into();
     engine_config.breaker.open_after = BREAKER_OPEN_AFTER;
     engine_config.breaker.when_open = crate::engine::WhenOpen::Fail;
     let mut builder = Engine::builder()
@@ -552,6 +578,7 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
         protocol,
         stack: a.stack.into(),
         scheduler: a.scheduler,
+        lane_scheduling: crate::engine::LaneScheduling::from(a.lane_scheduling).as_str(),
         mode: if a.rate.is_some() { "open" } else { "closed" },
         connections,
         concurrency: a.rate.is_none().then_some(concurrency),
@@ -895,11 +922,12 @@ fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "  load          {load}; {} connections; {} shards; {} threads ({:?}); metrics {}",
+        "  load          {load}; {} connections; {} shards; {} threads ({:?}, {}); metrics {}",
         r.connections,
         r.shards,
         r.threads,
         r.scheduler,
+        r.lane_scheduling,
         if r.metrics { "on" } else { "off" }
     );
     let _ = writeln!(

@@ -107,6 +107,54 @@ pub struct EngineConfig {
     /// (as tasks any of its threads may run), which is what tests with a
     /// paused clock need.
     pub lanes: usize,
+    /// How the operating system schedules the lanes' threads (default
+    /// [`LaneScheduling::Batch`]).
+    pub lane_scheduling: LaneScheduling,
+}
+
+/// How the operating system schedules the threads of [`EngineConfig::lanes`].
+///
+/// A lane is throughput work: it wakes whenever an answer arrives, for a few
+/// microseconds at a time. Under Linux's default policy a thread that wakes
+/// may preempt whatever runs on its core, and on a busy machine two lanes
+/// waking thousands of times a second keep preempting the other processes
+/// there (and each other), for a context switch each time. `SCHED_BATCH`
+/// gives the lanes the same share of CPU time, but a lane that wakes waits
+/// for the running thread's slice instead of cutting it short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaneScheduling {
+    /// `SCHED_BATCH` on Linux (elsewhere, the default policy). The default.
+    #[default]
+    Batch,
+    /// The operating system's default policy (`SCHED_OTHER` on Linux).
+    Normal,
+}
+
+impl LaneScheduling {
+    /// The name used in the config file and in `bench --lane-scheduling`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaneScheduling::Batch => "batch",
+            LaneScheduling::Normal => "normal",
+        }
+    }
+
+    /// Applies the policy to the calling thread.
+    fn apply_to_this_thread(self) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if self == LaneScheduling::Batch {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: a plain system call on the calling thread (0) with a
+            // valid parameter that outlives it; SCHED_BATCH takes priority 0
+            // and needs no privilege.
+            let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The breakers of token endpoints and channel hosts: when one has failed,
@@ -210,6 +258,7 @@ impl Default for EngineConfig {
             credential_retry_interval: Duration::from_secs(60),
             breaker: BreakerPolicy::default(),
             lanes: 0,
+            lane_scheduling: LaneScheduling::Batch,
         }
     }
 }
@@ -306,6 +355,12 @@ impl EngineBuilder {
     /// [`EngineConfig::lanes`]; 0 runs them on the caller's runtime).
     pub fn lanes(mut self, n: usize) -> Self {
         self.config.lanes = n;
+        self
+    }
+
+    /// How the lanes' threads are scheduled (see [`LaneScheduling`]).
+    pub fn lane_scheduling(mut self, s: LaneScheduling) -> Self {
+        self.config.lane_scheduling = s;
         self
     }
 
@@ -431,7 +486,8 @@ impl EngineBuilder {
                     let transport = Transport::new(transport_config.clone())?;
                     Arc::new(shared.with_transport(transport))
                 };
-                let (handle, ws) = start_lane(lane, lane_shared, rxs, &draining)
+                let scheduling = self.config.lane_scheduling;
+                let (handle, ws) = start_lane(lane, scheduling, lane_shared, rxs, &draining)
                     .map_err(|error| BuildError::Lane { lane, error })?;
                 lane_handles.push(handle);
                 workers.extend(ws);
@@ -458,8 +514,10 @@ impl EngineBuilder {
 /// shard workers of `rxs`. The thread ends (and its runtime, with the
 /// connections it opened) once every one of its workers has ended: after the
 /// engine's shutdown, or when the engine is dropped and its queues close.
+/// The thread takes `scheduling` as its policy.
 fn start_lane(
     lane: usize,
+    scheduling: LaneScheduling,
     shared: Arc<Shared>,
     rxs: Vec<mpsc::Receiver<shard::Job>>,
     draining: &watch::Receiver<bool>,
@@ -484,6 +542,9 @@ fn start_lane(
     std::thread::Builder::new()
         .name(format!("fleetwake-lane-{lane}"))
         .spawn(move || {
+            if let Err(e) = scheduling.apply_to_this_thread() {
+                tracing::debug!(lane, policy = scheduling.as_str(), error = %e, "lane thread keeps the default scheduling policy");
+            }
             rt.block_on(async move { while all_ended.recv().await.is_some() {} });
         })?;
     Ok((handle, workers))
