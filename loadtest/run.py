@@ -437,6 +437,24 @@ def summarize(res):
                 a, b = cs[f"fleetwake/{st} -t2"], cs[f"fleetwake/{st} -t1"]
                 out[f"threads2_vs_threads1_{h}_{st}_per_round"] = [
                     ratio(a[k]["throughput_per_s"], b[k]["throughput_per_s"]) for k in sorted(a) if k in b]
+    # How busy the two cores are at one sender thread: the sender's CPU and
+    # the target's, in cores (CPU seconds per second), medians over rounds.
+    # When they add up to the machine, a second sender thread has no idle
+    # core to use and can only take CPU from the target.
+    out["cpus"] = res.get("machine", {}).get("cpus")
+
+    def cores(r):
+        n = max(r.get("notifications") or 1, 1)
+        return (r["cpu_s_per_1000"] * r["throughput_per_s"] / 1000,
+                r.get("target_cpu_s", 0) / n * r["throughput_per_s"])
+    for h in ("h2", "h1"):
+        for key, runs in (
+                ("fleetwake", [r for r in res["bench"] if r["http"] == h and r["mode"] == "closed"
+                               and r.get("stack", "own") == "own" and r["threads"] == 1]),
+                ("h2load", [r for r in res["h2load"] if r["http"] == h and r["threads"] == 1])):
+            if runs:
+                cs = [cores(r) for r in runs]
+                out[f"cores_at_one_thread_{h}_{key}"] = [median([c[0] for c in cs]), median([c[1] for c in cs])]
     node = res.get("node_wns")
     if node:
         best = [t["throughput"]["median"] for h in ("h2", "h1")
@@ -501,6 +519,11 @@ def ratio_lines(rt):
             add(f"  own stack / crates stack, {name:<8} throughput {fmt_ratio(rt[f'own_vs_crates_{h}'])}, "
                 f"CPU per wake {fmt_ratio(rt[f'own_vs_crates_{h}_cpu'])}; crates / h2load "
                 f"{fmt_ratio(rt.get(f'bench_{h}_vs_h2load_crates'))}{pr(f'bench_{h}_vs_h2load_crates')}")
+    for h, name in (("h2", "HTTP/2"), ("h1", "HTTP/1.1")):
+        parts = [f"{who} {c[0]:.2f} + nginx {c[1]:.2f}" for who in ("fleetwake", "h2load")
+                 if (c := rt.get(f"cores_at_one_thread_{h}_{who}"))]
+        if parts:
+            add(f"  cores busy at one sender thread, {name:<8} {'; '.join(parts)} (of {rt.get('cpus', '?')})")
     for h, name in (("h2", "HTTP/2"), ("h1", "HTTP/1.1")):
         for st in ("own", "crates", "own-shared", "own-normal"):
             k = f"threads2_vs_threads1_{h}_{st}"
