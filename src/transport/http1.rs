@@ -215,9 +215,7 @@ pub(crate) fn parse_head(buf: &[u8], cache: &mut HeaderCache) -> Result<Option<H
             let name = cache.name(h.name)?;
             let value = cache.value(h.name, h.value)?;
             if name == http::header::CONTENT_LENGTH {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<usize>().ok())
+                let n = content_length_list(h.value)
                     .ok_or_else(|| Http1Error::Protocol("bad Content-Length".into()))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(Http1Error::Protocol("conflicting Content-Length".into()));
@@ -330,6 +328,23 @@ pub(crate) fn decode_chunked(
         }
         pos += 2;
     }
+}
+
+/// An HTTP/1.1 `Content-Length` field value: one length, or a
+/// comma-separated list of the same length (RFC 9112 §6.3 lets a recipient
+/// take `42, 42` as 42), each by [`crate::transport::content_length_value`];
+/// anything else is invalid framing.
+fn content_length_list(v: &[u8]) -> Option<usize> {
+    let mut len = None;
+    for item in v.split(|b| *b == b',') {
+        let item = item.trim_ascii();
+        let n = crate::transport::content_length_value(item)?;
+        if len.is_some_and(|l| l != n) {
+            return None;
+        }
+        len = Some(n);
+    }
+    usize::try_from(len?).ok()
 }
 
 fn find_crlf(b: &[u8]) -> Option<usize> {
@@ -578,6 +593,34 @@ mod tests {
         assert!(!h.keep_alive);
         let h = head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
         assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn content_length_is_digits_or_a_list_of_one_length() {
+        let framing = |v: &str| {
+            parse_head(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {v}\r\n\r\n").as_bytes(),
+                &mut HeaderCache::new(),
+            )
+            .map(|h| h.map(|h| h.framing))
+        };
+        assert_eq!(framing("5").unwrap(), Some(BodyFraming::Length(5)));
+        // RFC 9112 §6.3: a list of one repeated length is that length.
+        assert_eq!(framing("5, 5").unwrap(), Some(BodyFraming::Length(5)));
+        assert_eq!(framing("5,5 ,5").unwrap(), Some(BodyFraming::Length(5)));
+        // Only digits: `str::parse` took a sign, which is not a length.
+        for bad in [
+            "+5",
+            "-5",
+            "5, 6",
+            "5,",
+            ",5",
+            "0x5",
+            "5 5",
+            "10000000000000000000",
+        ] {
+            assert!(framing(bad).is_err(), "{bad:?} was taken as a length");
+        }
     }
 
     #[test]

@@ -200,6 +200,16 @@ impl TransportError {
 }
 
 /// An IO error of a TLS stream that rustls raised (as opposed to the socket).
+/// One `Content-Length` value: 1 to 19 ASCII digits and nothing else (RFC
+/// 9110 §8.6: `1*DIGIT`; no sign, no space, and at most 19 digits so that it
+/// fits a `u64`). The one rule both protocols use.
+pub(crate) fn content_length_value(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
 pub(crate) fn is_tls_error(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|i| i.is::<rustls::Error>())
 }
@@ -361,5 +371,38 @@ fn pool_key(host: &str, port: u16) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Borrowed(host)
     } else {
         std::borrow::Cow::Owned(format!("{host}:{port}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_length_value;
+
+    #[test]
+    fn content_length_is_digits_only() {
+        assert_eq!(content_length_value(b"0"), Some(0));
+        assert_eq!(content_length_value(b"0005"), Some(5));
+        assert_eq!(
+            content_length_value(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-5",
+            b" 5",
+            b"5 ",
+            b"5,5",
+            b"0x5",
+            b"1e3",
+            b"10000000000000000000",
+        ] {
+            assert_eq!(
+                content_length_value(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -996,11 +996,8 @@ impl Connection {
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
     let mut len = None;
     for v in headers.get_all(http::header::CONTENT_LENGTH) {
-        let b = v.as_bytes();
-        if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
-            return Err("an invalid content-length");
-        }
-        let n = b.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        let n = crate::transport::content_length_value(v.as_bytes())
+            .ok_or("an invalid content-length")?;
         if len.is_some_and(|l| l != n) {
             return Err("content-length values that differ");
         }
