@@ -94,6 +94,40 @@ proptest! {
     }
 
     #[test]
+    fn http1_client_takes_any_server_bytes(
+        read in any::<u8>(),
+        parts in prop::collection::vec(
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..300),
+                (prop_oneof![Just("200 OK"), Just("204 No Content"), Just("410 Gone"), Just("100 Continue")],
+                 prop::collection::vec(prop_oneof![
+                    Just("Content-Length: 2".to_string()), Just("Content-Length: +2".to_string()),
+                    Just("Content-Length: 2, 2".to_string()), Just("Content-Length: 9999999".to_string()),
+                    Just("Transfer-Encoding: chunked".to_string()), Just("Connection: close".to_string()),
+                    "[A-Za-z-]{1,12}: [ -~]{0,20}",
+                 ], 0..4),
+                 "(ok|2\r\nok\r\n0\r\n\r\n|[0-9a-f+ ;]{0,4}\r\n[ -~]{0,10}\r\n){0,2}")
+                    .prop_map(|(status, fields, body)| {
+                        format!("HTTP/1.1 {status}\r\n{}\r\n{body}", fields.iter().map(|f| format!("{f}\r\n")).collect::<String>())
+                            .into_bytes()
+                    }),
+            ],
+            1..4,
+        ),
+    ) {
+        // No panic (the harness asserts the body limit and that a failed
+        // connection is not reused) and no wait on a script that is all there.
+        let mut input = vec![read];
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                input.extend_from_slice(fleetwake::transport::codec_bench::HTTP1_NEXT_ANSWER);
+            }
+            input.extend_from_slice(p);
+        }
+        prop_assert!(fleetwake::transport::codec_bench::http1_client_against(&input) <= parts.len());
+    }
+
+    #[test]
     fn behaviour_grammar_never_panics(token in any::<String>()) {
         let _ = fleetwake::emulator::parse_behavior(&token);
     }

@@ -1,4 +1,4 @@
-//! The transport's sans-IO codecs, for `benches/`.
+//! The transport's sans-IO codecs, for `benches/` and the fuzz targets.
 //!
 //! Not part of the API: public only so that the benches can reach it, hidden
 //! from the docs, and free to change with the codecs. Each type here holds the state one connection would (the HTTP/1.1
@@ -159,5 +159,178 @@ pub fn http2_client_against(server: &[u8]) {
                 "a failed connection left an exchange waiting"
             );
         }
+    }
+}
+
+/// Plays `server` (any bytes) as the server side of one HTTP/1.1 keep-alive
+/// connection that carries pushes in turn, through the same `Http1Conn::send`
+/// the pool uses. The bytes after the first are the server's answers, one
+/// part per request (parts split at [`HTTP1_NEXT_ANSWER`]); a part becomes
+/// readable once a request has been written, in reads whose size the first
+/// byte picks; between parts the server is silent, after the last it closes.
+/// The connection is used again (up to four requests) while it says it can
+/// be. For the `h1_client` fuzz target; it panics only when an invariant
+/// breaks:
+/// - an answer's body is within the limit;
+/// - after an error the connection is not offered again.
+///
+/// A server that goes silent mid-answer leaves the exchange waiting, as a
+/// real one would until the request timeout; that ends the run. Returns the
+/// answers received.
+pub fn http1_client_against(server: &[u8]) -> usize {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    let Some((&first, rest)) = server.split_first() else {
+        return 0;
+    };
+    let mut parts = Vec::new();
+    let mut tail = rest;
+    while let Some(at) = tail
+        .windows(HTTP1_NEXT_ANSWER.len())
+        .position(|w| w == HTTP1_NEXT_ANSWER)
+    {
+        parts.push(&tail[..at]);
+        tail = &tail[at + HTTP1_NEXT_ANSWER.len()..];
+    }
+    parts.push(tail);
+    parts.reverse();
+    let mut conn = http1::Http1Conn::new(Scripted {
+        parts,
+        now: &[],
+        read: usize::from(first % 64) * 37 + 1,
+    });
+    let mut req = Request::new(Bytes::from_static(b"wake"));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_static("https://db5p.notify.windows.com/?token=fuzz");
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut answers = 0;
+    for _ in 0..4 {
+        let result = {
+            let mut send = std::pin::pin!(conn.send(&req, 4096));
+            match send.as_mut().poll(&mut cx) {
+                Poll::Ready(r) => r,
+                // The server went silent mid-answer.
+                Poll::Pending => return answers,
+            }
+        };
+        match result {
+            Ok(answer) => {
+                assert!(answer.body().len() <= 4096, "body over the limit");
+                answers += 1;
+            }
+            Err(_) => {
+                assert!(!conn.is_open(), "a failed connection was offered again");
+                return answers;
+            }
+        }
+        if !conn.is_open() {
+            return answers;
+        }
+    }
+    answers
+}
+
+/// Where [`http1_client_against`] splits the server's bytes into the
+/// answers to successive requests.
+pub const HTTP1_NEXT_ANSWER: &[u8] = b"\x00NEXT\x00";
+
+/// The server side for [`http1_client_against`]: each write (a request)
+/// makes the next part readable, `read` bytes at a time; with the part read
+/// it is silent (`Pending`) while parts remain, then closed (EOF).
+struct Scripted<'a> {
+    /// The parts not yet released, last first.
+    parts: Vec<&'a [u8]>,
+    /// What is readable now.
+    now: &'a [u8],
+    read: usize,
+}
+
+impl tokio::io::AsyncRead for Scripted<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.now.is_empty() && !self.parts.is_empty() {
+            return std::task::Poll::Pending;
+        }
+        let n = self.read.min(self.now.len()).min(buf.remaining());
+        let (now, later) = self.now.split_at(n);
+        buf.put_slice(now);
+        self.now = later;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Scripted<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        // A request: the server answers with its next part, after whatever
+        // it had sent unasked.
+        if self.now.is_empty() {
+            if let Some(next) = self.parts.pop() {
+                self.now = next;
+            }
+        }
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{http1_client_against, HTTP1_NEXT_ANSWER};
+
+    fn script(read: u8, answers: &[&str]) -> Vec<u8> {
+        let mut v = vec![read];
+        for (i, a) in answers.iter().enumerate() {
+            if i > 0 {
+                v.extend_from_slice(HTTP1_NEXT_ANSWER);
+            }
+            v.extend_from_slice(a.as_bytes());
+        }
+        v
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nX-WNS-Status: received\r\nContent-Length: 2\r\n\r\nok";
+
+    #[test]
+    fn the_http1_harness_follows_the_connection() {
+        // Keep-alive answers, in reads of 1 byte and of many: each is read.
+        for read in [0u8, 1, 63] {
+            assert_eq!(http1_client_against(&script(read, &[OK, OK, OK])), 3);
+        }
+        let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        assert_eq!(http1_client_against(&script(5, &[chunked, OK])), 2);
+        // `Connection: close` ends it after the first.
+        let close = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(http1_client_against(&script(5, &[close, OK])), 1);
+        // Bytes nobody asked for after an answer: not reused.
+        assert_eq!(
+            http1_client_against(&script(5, &[&format!("{OK}X"), OK])),
+            1
+        );
+        // A bad length is an error; a server silent mid-answer leaves it waiting.
+        let signed = "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok";
+        assert_eq!(http1_client_against(&script(5, &[signed])), 0);
+        assert_eq!(
+            http1_client_against(&script(5, &["HTTP/1.1 200 OK\r\n", OK])),
+            0
+        );
+        assert_eq!(http1_client_against(&[]), 0);
     }
 }

@@ -292,11 +292,16 @@ pub(crate) fn decode_chunked(
         };
         let line = &buf[pos..pos + eol];
         let size_text = line.split(|b| *b == b';').next().unwrap_or(&[]);
-        let size_text = std::str::from_utf8(size_text)
-            .map_err(|_| bad("chunk size is not text"))?
-            .trim();
-        let size =
-            usize::from_str_radix(size_text, 16).map_err(|_| bad("chunk size is not hex"))?;
+        // 1*HEXDIG (RFC 9112 §7.1), with whitespace before a chunk
+        // extension tolerated; `from_str_radix` alone would take a sign.
+        let size_text = size_text.trim_ascii();
+        if size_text.is_empty() || !size_text.iter().all(u8::is_ascii_hexdigit) {
+            return Err(bad("chunk size is not hex"));
+        }
+        let size = std::str::from_utf8(size_text)
+            .ok()
+            .and_then(|t| usize::from_str_radix(t, 16).ok())
+            .ok_or_else(|| bad("chunk size too large"))?;
         pos += eol + 2;
         if size == 0 {
             // Trailers: header lines until an empty line.
@@ -713,6 +718,15 @@ mod tests {
             "over the limit"
         );
         assert!(decode_chunked(b"zz\r\n", &mut out, 100).is_err());
+        // 1*HEXDIG: no sign, no empty size; a size past usize is an error.
+        assert!(decode_chunked(b"+4\r\nwake\r\n0\r\n\r\n", &mut out, 100).is_err());
+        assert!(decode_chunked(b"\r\n", &mut out, 100).is_err());
+        assert!(decode_chunked(b"fffffffffffffffff\r\n", &mut out, 100).is_err());
+        assert_eq!(
+            decode_chunked(b"4 ;x\r\nwake\r\n0\r\n\r\n", &mut out, 100).unwrap(),
+            Some(19),
+            "whitespace before an extension"
+        );
         assert!(decode_chunked(b"4\r\nwakeXY0\r\n\r\n", &mut out, 100).is_err());
         assert!(
             decode_chunked(&[b'1'; 2000], &mut out, 100).is_err(),
