@@ -297,8 +297,8 @@ struct Report {
     /// Which code spoke HTTP (`own` or `crates`).
     stack: HttpStack,
     scheduler: SchedulerArg,
-    /// The lanes' scheduling policy (`batch` or `normal`).
-    lane_scheduling: &'static str,
+    /// The lanes' scheduling policy.
+    lane_scheduling: crate::engine::LaneScheduling,
     mode: &'static str,
     connections: usize,
     concurrency: Option<usize>,
@@ -578,7 +578,7 @@ async fn run_inner(a: Args) -> Result<u8, Failure> {
         protocol,
         stack: a.stack.into(),
         scheduler: a.scheduler,
-        lane_scheduling: crate::engine::LaneScheduling::from(a.lane_scheduling).as_str(),
+        lane_scheduling: a.lane_scheduling.into(),
         mode: if a.rate.is_some() { "open" } else { "closed" },
         connections,
         concurrency: a.rate.is_none().then_some(concurrency),
@@ -927,7 +927,7 @@ fn render(r: &Report) -> String {
         r.shards,
         r.threads,
         r.scheduler,
-        r.lane_scheduling,
+        r.lane_scheduling.as_str(),
         if r.metrics { "on" } else { "off" }
     );
     let _ = writeln!(

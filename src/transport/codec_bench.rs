@@ -114,11 +114,9 @@ pub fn http2_client_against(server: &[u8]) {
     let Some((&first, rest)) = server.split_first() else {
         return;
     };
-    let read = usize::from(first % 64) * 37 + 1;
+    let read = read_size(first);
     let mut c = Connection::new(Config { max_body: 4096 });
-    let mut req = Request::new(Bytes::from_static(b"wake"));
-    *req.method_mut() = http::Method::POST;
-    *req.uri_mut() = http::Uri::from_static("https://db5p.notify.windows.com/?token=fuzz");
+    let req = fuzz_push();
     let keys: Vec<usize> = (0..3).filter_map(|_| c.submit(req.clone()).ok()).collect();
     let waker = std::task::Waker::noop();
     let mut out = BytesMut::new();
@@ -197,11 +195,9 @@ pub fn http1_client_against(server: &[u8]) -> usize {
     let mut conn = http1::Http1Conn::new(Scripted {
         parts,
         now: &[],
-        read: usize::from(first % 64) * 37 + 1,
+        read: read_size(first),
     });
-    let mut req = Request::new(Bytes::from_static(b"wake"));
-    *req.method_mut() = http::Method::POST;
-    *req.uri_mut() = http::Uri::from_static("https://db5p.notify.windows.com/?token=fuzz");
+    let req = fuzz_push();
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut answers = 0;
     for _ in 0..4 {
@@ -228,6 +224,20 @@ pub fn http1_client_against(server: &[u8]) -> usize {
         }
     }
     answers
+}
+
+/// The push the client harnesses send.
+fn fuzz_push() -> Request<Bytes> {
+    let mut req = Request::new(Bytes::from_static(b"wake"));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_static("https://db5p.notify.windows.com/?token=fuzz");
+    req
+}
+
+/// The size of the reads a harness hands the client, from the input's first
+/// byte: 1 to 2,332 bytes.
+fn read_size(first: u8) -> usize {
+    usize::from(first % 64) * 37 + 1
 }
 
 /// Where [`http1_client_against`] splits the server's bytes into the

@@ -199,7 +199,6 @@ impl TransportError {
     }
 }
 
-/// An IO error of a TLS stream that rustls raised (as opposed to the socket).
 /// One `Content-Length` value: 1 to 19 ASCII digits and nothing else (RFC
 /// 9110 §8.6: `1*DIGIT`; no sign, no space, and at most 19 digits so that it
 /// fits a `u64`). The one rule both protocols use.
@@ -210,6 +209,7 @@ pub(crate) fn content_length_value(v: &[u8]) -> Option<u64> {
     Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
+/// An IO error of a TLS stream that rustls raised (as opposed to the socket).
 pub(crate) fn is_tls_error(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|i| i.is::<rustls::Error>())
 }
