@@ -208,9 +208,9 @@ pub(crate) fn parse_head(buf: &[u8], cache: &mut HeaderCache) -> Result<Option<H
         let http10 = r.version == Some(0);
         let mut map = HeaderMap::with_capacity(r.headers.len());
         let mut length: Option<usize> = None;
-        let mut chunked = false;
-        let mut transfer_encoding = false;
-        let mut close = http10;
+        // Some(last coding is chunked) once a Transfer-Encoding is seen.
+        let mut te_chunked: Option<bool> = None;
+        let mut tokens = ConnectionTokens::default();
         for h in r.headers.iter() {
             let name = cache.name(h.name)?;
             let value = cache.value(h.name, h.value)?;
@@ -222,39 +222,13 @@ pub(crate) fn parse_head(buf: &[u8], cache: &mut HeaderCache) -> Result<Option<H
                 }
                 length = Some(n);
             } else if name == http::header::TRANSFER_ENCODING {
-                transfer_encoding = true;
-                // Chunked must be the last coding; anything else is read to the close.
-                chunked = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.rsplit(',').next())
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+                te_chunked = Some(last_coding_is_chunked(h.value));
             } else if name == http::header::CONNECTION {
-                let v = value.to_str().unwrap_or("");
-                for token in v.split(',').map(str::trim) {
-                    if token.eq_ignore_ascii_case("close") {
-                        close = true;
-                    } else if http10 && token.eq_ignore_ascii_case("keep-alive") {
-                        close = false;
-                    }
-                }
+                tokens.add(h.value);
             }
             map.append(name, value);
         }
-        let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            BodyFraming::None
-        } else if transfer_encoding {
-            // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3).
-            if chunked {
-                BodyFraming::Chunked
-            } else {
-                BodyFraming::UntilClose
-            }
-        } else if let Some(n) = length {
-            BodyFraming::Length(n)
-        } else {
-            BodyFraming::UntilClose
-        };
+        let framing = body_framing(status, te_chunked, length);
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = if http10 {
@@ -267,7 +241,7 @@ pub(crate) fn parse_head(buf: &[u8], cache: &mut HeaderCache) -> Result<Option<H
             len: start + len,
             response,
             framing,
-            keep_alive: !close && framing != BodyFraming::UntilClose,
+            keep_alive: tokens.keep_alive(http10, framing),
         }));
     }
 }
@@ -335,11 +309,63 @@ pub(crate) fn decode_chunked(
     }
 }
 
+/// How an answer's body follows its head (RFC 9112 §6.3): none for 204 and
+/// 304; by chunks when a `Transfer-Encoding` ends with `chunked`, to the
+/// close when it ends with another coding (Transfer-Encoding wins over
+/// Content-Length); by its length; else to the close.
+pub(crate) fn body_framing(
+    status: StatusCode,
+    te_chunked: Option<bool>,
+    length: Option<usize>,
+) -> BodyFraming {
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return BodyFraming::None;
+    }
+    match (te_chunked, length) {
+        (Some(true), _) => BodyFraming::Chunked,
+        (Some(false), _) | (None, None) => BodyFraming::UntilClose,
+        (None, Some(n)) => BodyFraming::Length(n),
+    }
+}
+
+/// Whether a `Transfer-Encoding` value's last coding is `chunked` (it must
+/// be last; a body with another last coding runs to the close).
+pub(crate) fn last_coding_is_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|b| *b == b',')
+        .next()
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The `close` and `keep-alive` tokens of an answer's `Connection` fields.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ConnectionTokens {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl ConnectionTokens {
+    /// Takes in one `Connection` field value.
+    pub(crate) fn add(&mut self, value: &[u8]) {
+        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            self.close |= token.eq_ignore_ascii_case(b"close");
+            self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+
+    /// The connection stays open after the answer: no `close` (which wins
+    /// over `keep-alive`), `keep-alive` if the answer is HTTP/1.0, and a
+    /// body that does not run to the close.
+    pub(crate) fn keep_alive(self, http10: bool, framing: BodyFraming) -> bool {
+        !self.close && (!http10 || self.keep_alive) && framing != BodyFraming::UntilClose
+    }
+}
+
 /// An HTTP/1.1 `Content-Length` field value: one length, or a
 /// comma-separated list of the same length (RFC 9112 §6.3 lets a recipient
 /// take `42, 42` as 42), each by [`crate::transport::content_length_value`];
 /// anything else is invalid framing.
-fn content_length_list(v: &[u8]) -> Option<usize> {
+pub(crate) fn content_length_list(v: &[u8]) -> Option<usize> {
     let mut len = None;
     for item in v.split(|b| *b == b',') {
         let item = item.trim_ascii();
@@ -598,6 +624,10 @@ mod tests {
         assert!(!h.keep_alive);
         let h = head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
         assert!(h.keep_alive);
+        // `close` wins, in any order (the crates' stack's rule too).
+        let h =
+            head("HTTP/1.0 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 0\r\n\r\n");
+        assert!(!h.keep_alive);
     }
 
     #[test]

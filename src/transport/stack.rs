@@ -408,32 +408,30 @@ impl CratesH1 {
     }
 }
 
-/// The answer leaves its connection open, by the own codec's rule: no
-/// `Connection: close`, `keep-alive` if it is HTTP/1.0, and a body framed by
-/// length or chunks rather than by the close.
+/// The answer leaves its connection open, by the own codec's rule
+/// (`http1::ConnectionTokens`, `http1::body_framing`): no `Connection:
+/// close`, `keep-alive` if it is HTTP/1.0, and a body framed by length or
+/// chunks rather than by the close.
 fn keeps_alive(parts: &http::response::Parts) -> bool {
+    use super::http1;
     use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-    let mut open = parts.version != http::Version::HTTP_10;
+    let mut tokens = http1::ConnectionTokens::default();
     for value in parts.headers.get_all(CONNECTION) {
-        for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
-            if token.eq_ignore_ascii_case("close") {
-                return false;
-            }
-            open |= token.eq_ignore_ascii_case("keep-alive");
-        }
+        tokens.add(value.as_bytes());
     }
-    let bodiless = matches!(parts.status.as_u16(), 204 | 304);
-    // Transfer-Encoding wins over Content-Length; chunked must be its last
-    // coding, else the body runs to the close.
-    let framed = match parts.headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        Some(te) => te
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")),
-        None => parts.headers.contains_key(CONTENT_LENGTH),
-    };
-    open && (bodiless || framed)
+    let te_chunked = parts
+        .headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .map(|v| http1::last_coding_is_chunked(v.as_bytes()));
+    // hyper has checked the length; only whether there is one matters here.
+    let length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| http1::content_length_list(v.as_bytes()));
+    let framing = http1::body_framing(parts.status, te_chunked, length);
+    tokens.keep_alive(parts.version == http::Version::HTTP_10, framing)
 }
 
 fn hyper_error(e: &hyper::Error, what: &str, unanswered: bool) -> Http1Error {
