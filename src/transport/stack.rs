@@ -18,8 +18,9 @@
 //!   of its own (which holds the connection's guards). A request refused with
 //!   `REFUSED_STREAM`, above the last stream id of a server's GOAWAY (h2 gives
 //!   only those streams the GOAWAY's error), or never sent because the
-//!   connection had closed is handed back as unprocessed, like the own client
-//!   does. A connection counts as closed from its first GOAWAY or IO error,
+//!   connection had closed or its stream ids had run out (even when another
+//!   request took the last id between h2's `ready` and `send_request`) is
+//!   handed back as unprocessed, like the own client does. A connection counts as closed from its first GOAWAY or IO error,
 //!   not only once its task ends: h2 refuses new streams from then on, while
 //!   the streams already open may run for a long time yet.
 //! - HTTP/1.1: `hyper::client::conn::http1` (origin-form target, `Host` from
@@ -32,6 +33,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
@@ -107,7 +109,18 @@ pub(crate) struct CratesH2 {
 impl CratesH2 {
     /// Runs the h2 handshake on `io` and spawns the connection's task, which
     /// holds `guard` for as long as the connection lives.
-    pub(crate) async fn start<S, G>(
+    pub(crate) async fn start(
+        io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        max_body: usize,
+        guard: impl Send + 'static,
+    ) -> Result<CratesH2, http2::Failure> {
+        Self::start_with(h2_builder(), io, max_body, guard).await
+    }
+
+    /// [`CratesH2::start`] with a builder of the caller's (the tests start
+    /// at the end of the stream-id space).
+    async fn start_with<S, G>(
+        builder: h2::client::Builder,
         io: S,
         max_body: usize,
         guard: G,
@@ -116,11 +129,7 @@ impl CratesH2 {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         G: Send + 'static,
     {
-        let (send, conn) = h2::client::Builder::new()
-            .enable_push(false)
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONN_WINDOW)
-            .max_header_list_size(MAX_HEADER_BLOCK as u32)
+        let (send, conn) = builder
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| failure(&e, "HTTP/2 handshake"))?;
@@ -139,22 +148,31 @@ impl CratesH2 {
     }
 
     async fn send(&self, req: Request<Bytes>) -> Result<Response<Bytes>, http2::Failure> {
-        // The connection takes no new streams (after a GOAWAY, even a graceful
-        // one whose open streams still run, once it failed, or once its
-        // stream ids ran out): the pool must open another rather than resend
-        // on this one.
-        let unsent = |req: Request<Bytes>, e: &h2::Error| {
-            self.closed.store(true, Ordering::Release);
-            http2::Failure {
-                kind: TransportErrorKind::Broken,
-                message: format!("the connection closed before the request was sent: {e}"),
-                unprocessed: Some(Box::new(req)),
-            }
-        };
-        let mut sender = match self.send.clone().ready().await {
-            Ok(s) => s,
-            Err(e) => return Err(unsent(req, &e)),
-        };
+        match self.send.clone().ready().await {
+            Ok(sender) => self.send_on(sender, req).await,
+            Err(e) => Err(self.unsent(req, &e)),
+        }
+    }
+
+    /// The connection takes no new streams (after a GOAWAY, even a graceful
+    /// one whose open streams still run, once it failed, or once its stream
+    /// ids ran out): the pool must open another rather than resend on this
+    /// one.
+    fn unsent(&self, req: Request<Bytes>, e: &h2::Error) -> http2::Failure {
+        self.closed.store(true, Ordering::Release);
+        http2::Failure {
+            kind: TransportErrorKind::Broken,
+            message: format!("the connection closed before the request was sent: {e}"),
+            unprocessed: Some(Box::new(req)),
+        }
+    }
+
+    /// [`CratesH2::send`] once h2 said the connection can take a stream.
+    async fn send_on(
+        &self,
+        mut sender: h2::client::SendRequest<Bytes>,
+        req: Request<Bytes>,
+    ) -> Result<Response<Bytes>, http2::Failure> {
         // h2 takes the head by value; the request is kept whole so that one
         // the server did not act on can be handed back for a resend.
         let mut head = Request::new(());
@@ -164,12 +182,19 @@ impl CratesH2 {
         let body = req.body().clone();
         let (answer, mut stream) = match sender.send_request(head, body.is_empty()) {
             Ok(x) => x,
-            // Neither IO nor the server's: h2 refused the request itself (a
-            // header HTTP/2 forbids), as any connection would.
+            // Neither IO nor the server's: h2 refused it itself. Either the
+            // request (a header HTTP/2 forbids), as any connection would, or
+            // this connection, whose stream ids ran out after `ready` (another
+            // request took the last one in between). `poll_ready` tells which:
+            // it fails at once on a connection with no id left.
             Err(e) if !e.is_io() && e.reason().is_none() => {
-                return Err(failure(&e, "the request cannot be sent over HTTP/2"))
+                let ready = std::future::poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await;
+                if let Poll::Ready(Err(_)) = ready {
+                    return Err(self.unsent(req, &e));
+                }
+                return Err(failure(&e, "the request cannot be sent over HTTP/2"));
             }
-            Err(e) => return Err(unsent(req, &e)),
+            Err(e) => return Err(self.unsent(req, &e)),
         };
         if !body.is_empty() {
             // h2 queues the data until the server's windows allow it. It
@@ -237,6 +262,17 @@ impl CratesH2 {
         }
         failure(e, "HTTP/2 exchange")
     }
+}
+
+/// The `h2` client as the crates' stack configures it: the own client's
+/// windows and header limit, no server push.
+fn h2_builder() -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.enable_push(false)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_header_list_size(MAX_HEADER_BLOCK as u32);
+    b
 }
 
 /// The request's fields as HTTP/2 sends them, by the own client's rule
@@ -467,5 +503,66 @@ fn hyper_error(e: &hyper::Error, what: &str, unanswered: bool) -> Http1Error {
         message: format!("{what}: {e}{cause}"),
         tls,
         unanswered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push() -> Request<Bytes> {
+        let mut r = Request::new(Bytes::from_static(b"wake"));
+        *r.method_mut() = http::Method::POST;
+        *r.uri_mut() = http::Uri::from_static("https://db5p.notify.windows.com/?token=abc");
+        r
+    }
+
+    /// An `h2` server on the other end of an in-memory pipe that answers
+    /// every request 200.
+    fn server() -> tokio::io::DuplexStream {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let Ok(mut conn) = h2::server::handshake(server).await else {
+                return;
+            };
+            while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                let answer = Response::builder().status(200).body(()).unwrap();
+                let _ = respond.send_response(answer, true);
+            }
+        });
+        client
+    }
+
+    /// Three requests pass h2's `ready` on a connection with two stream ids
+    /// left (as concurrent tasks can): the third, refused by h2 for want of
+    /// an id, comes back unprocessed and the connection counts as closed,
+    /// so the pool sends it on a fresh one (it used to fail the wake as a
+    /// request HTTP/2 cannot carry).
+    #[tokio::test]
+    async fn the_request_that_finds_the_ids_used_up_comes_back_unprocessed() {
+        const LAST: u32 = (1 << 31) - 1;
+        let mut builder = h2_builder();
+        builder.initial_stream_id(LAST - 2);
+        let c = CratesH2::start_with(builder, server(), 1024, ())
+            .await
+            .unwrap();
+        let mut ready = Vec::new();
+        for _ in 0..3 {
+            ready.push(c.send.clone().ready().await.unwrap());
+        }
+        let [a, b, late] = <[_; 3]>::try_from(ready).ok().unwrap();
+        let (a, b, late) = tokio::join!(
+            c.send_on(a, push()),
+            c.send_on(b, push()),
+            c.send_on(late, push())
+        );
+        assert_eq!(a.unwrap().status(), 200);
+        assert_eq!(b.unwrap().status(), 200, "the last id is used");
+        let f = late.unwrap_err();
+        assert!(f.unprocessed.is_some(), "never sent: {}", f.message);
+        assert!(c.closed.load(Ordering::Acquire));
+        // And through `send`, which h2's `ready` refuses at once now.
+        let f = c.send(push()).await.unwrap_err();
+        assert!(f.unprocessed.is_some(), "{}", f.message);
     }
 }

@@ -10,6 +10,8 @@
 //! Invariants:
 //! - stream ids are opened in increasing order, and header blocks are encoded in
 //!   the order they are written (one HPACK encoder, one decoder per connection);
+//!   once the last id (2^31-1) is used, the connection takes no new request,
+//!   hands back the queued ones unprocessed and closes when its streams end;
 //! - every header block received is decoded, even for a stream already gone,
 //!   so the decoder's table stays in step with the server's;
 //! - at most the server's `SETTINGS_MAX_CONCURRENT_STREAMS` streams are open,
@@ -398,12 +400,7 @@ impl Connection {
         self.failed = Some((kind, message.to_string()));
         self.partial = None;
         self.blocked.clear();
-        for key in std::mem::take(&mut self.queue) {
-            if let Some(req) = self.take_queued(key) {
-                let f = Failure::unprocessed(kind, format!("not sent: {message}"), req);
-                self.complete(key, Err(f));
-            }
-        }
+        self.hand_back_queued(kind, &format!("not sent: {message}"));
         let streams: Vec<(u32, Stream)> = self.streams.drain().collect();
         for (_, s) in streams {
             self.complete(s.slot, Err(Failure::new(kind, message)));
@@ -771,12 +768,7 @@ impl Connection {
                 self.complete(s.slot, Err(f));
             }
         }
-        for key in std::mem::take(&mut self.queue) {
-            if let Some(req) = self.take_queued(key) {
-                let f = Failure::unprocessed(TransportErrorKind::Broken, why.clone(), req);
-                self.complete(key, Err(f));
-            }
-        }
+        self.hand_back_queued(TransportErrorKind::Broken, &why);
     }
 
     fn window_update(&mut self, head: FrameHead, payload: &[u8]) {
@@ -816,7 +808,9 @@ impl Connection {
         self.unblock();
     }
 
-    /// Opens queued exchanges while the server's stream limit allows.
+    /// Opens queued exchanges while the server's stream limit allows. Once
+    /// the last stream id is used, what still waits can only go on another
+    /// connection, so it is handed back at once (it would wait forever here).
     fn open_queued(&mut self) {
         while self.streams.len() < self.peer_max_streams && self.accepts_streams() {
             let Some(key) = self.queue.pop_front() else {
@@ -826,6 +820,31 @@ impl Connection {
                 self.open(key, req);
             }
         }
+        if self.next_id > MAX_STREAM_ID && !self.queue.is_empty() {
+            self.hand_back_queued(
+                TransportErrorKind::Broken,
+                "not sent: the connection's stream ids are used up",
+            );
+        }
+    }
+
+    /// Ends every queued exchange with its request handed back unprocessed
+    /// (it was never sent), so the pool can send it on another connection.
+    fn hand_back_queued(&mut self, kind: TransportErrorKind, why: &str) {
+        for key in std::mem::take(&mut self.queue) {
+            if let Some(req) = self.take_queued(key) {
+                let f = Failure::unprocessed(kind, why.to_string(), req);
+                self.complete(key, Err(f));
+            }
+        }
+    }
+
+    /// Makes the next stream opened use `id` (odd), as if the ids below it
+    /// had been used: the tests reach the end of the id space this way.
+    #[cfg(test)]
+    pub(crate) fn skip_stream_ids_to(&mut self, id: u32) {
+        debug_assert!(id % 2 == 1 && id >= self.next_id);
+        self.next_id = id;
     }
 
     /// Takes the request out of a queued slot (freeing a cancelled one).

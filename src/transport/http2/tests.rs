@@ -70,6 +70,15 @@ fn out_frames(c: &mut Connection) -> Vec<(FrameHead, Vec<u8>)> {
     frames(&output(c))
 }
 
+/// The streams whose HEADERS the client wrote since the last look.
+fn opened(c: &mut Connection) -> Vec<u32> {
+    out_frames(c)
+        .iter()
+        .filter(|(h, _)| h.kind == kind::HEADERS)
+        .map(|(h, _)| h.stream)
+        .collect()
+}
+
 fn feed(c: &mut Connection, bytes: &[u8]) {
     let mut b = BytesMut::from(bytes);
     c.recv(&mut b);
@@ -271,13 +280,6 @@ fn the_servers_stream_limit_queues_requests() {
 fn one_stream_until_the_servers_settings_arrive() {
     let mut c = conn(1024);
     let _keys: Vec<usize> = (0..3).map(|_| c.submit(request(b"")).unwrap()).collect();
-    let opened = |c: &mut Connection| -> Vec<u32> {
-        out_frames(c)
-            .iter()
-            .filter(|(h, _)| h.kind == kind::HEADERS)
-            .map(|(h, _)| h.stream)
-            .collect()
-    };
     assert_eq!(opened(&mut c), [1]);
     // SETTINGS that name no limit: the rest open (up to our cap of 100).
     feed(&mut c, &settings(&[(setting::INITIAL_WINDOW_SIZE, 65_535)]));
@@ -307,6 +309,44 @@ fn goaway_returns_unprocessed_requests_and_closes_to_new_ones() {
     assert!(c.is_finished());
     let f = c.submit(request(b"")).unwrap_err();
     assert!(f.unprocessed.is_some());
+}
+
+/// At the end of the id space (2^31-1, about a billion streams, hours of
+/// one busy connection): the request that gets the last id runs, the ones
+/// still queued come back unprocessed at once (they used to wait forever),
+/// and the connection finishes when its streams end.
+#[test]
+fn used_up_stream_ids_hand_the_queued_requests_back() {
+    const LAST: u32 = (1 << 31) - 1;
+    let mut c = conn(1024);
+    let (w, _) = waker();
+    feed(&mut c, &settings(&[(setting::MAX_CONCURRENT_STREAMS, 1)]));
+    out_frames(&mut c);
+    c.skip_stream_ids_to(LAST - 2);
+    let keys: Vec<usize> = (0..3).map(|_| c.submit(request(b"")).unwrap()).collect();
+    assert_eq!(
+        opened(&mut c),
+        [LAST - 2],
+        "the limit of one holds two back"
+    );
+    assert!(c.accepts_streams());
+    feed(&mut c, &response(LAST - 2, 200, b""));
+    assert_eq!(opened(&mut c), [LAST], "the last id goes to the next one");
+    assert!(matches!(poll(&mut c, keys[0], &w), Poll::Ready(Ok(_))));
+    let f = failure(poll(&mut c, keys[2], &w));
+    assert!(f.unprocessed.is_some(), "never sent, so resendable");
+    assert!(
+        f.message.contains("stream ids are used up"),
+        "{}",
+        f.message
+    );
+    assert!(!c.accepts_streams());
+    assert!(!c.is_finished(), "the last stream still runs");
+    let f = c.submit(request(b"")).unwrap_err();
+    assert!(f.unprocessed.is_some());
+    feed(&mut c, &response(LAST, 200, b""));
+    assert!(matches!(poll(&mut c, keys[1], &w), Poll::Ready(Ok(_))));
+    assert!(c.is_finished());
 }
 
 #[test]
