@@ -524,6 +524,12 @@ def ratio_lines(rt):
                  if (c := rt.get(f"cores_at_one_thread_{h}_{who}"))]
         if parts:
             add(f"  cores busy at one sender thread, {name:<8} {'; '.join(parts)} (of {rt.get('cpus', '?')})")
+        # The most --threads 2 can reach over --threads 1: the whole machine
+        # at the same CPU per wake (sender's and target's) as one thread.
+        c = rt.get(f"cores_at_one_thread_{h}_fleetwake")
+        if c and rt.get("cpus") and sum(c) > 0:
+            add(f"  --threads 2 / --threads 1 at most, {name:<8} {fmt_ratio(rt['cpus'] / sum(c))}"
+                f"  (all {rt['cpus']} cores at one thread's CPU per wake)")
     for h, name in (("h2", "HTTP/2"), ("h1", "HTTP/1.1")):
         for st in ("own", "crates", "own-shared", "own-normal"):
             k = f"threads2_vs_threads1_{h}_{st}"
