@@ -20,9 +20,10 @@
 //!   only those streams the GOAWAY's error), or never sent because the
 //!   connection had closed or its stream ids had run out (even when another
 //!   request took the last id between h2's `ready` and `send_request`) is
-//!   handed back as unprocessed, like the own client does. A connection counts as closed from its first GOAWAY or IO error,
-//!   not only once its task ends: h2 refuses new streams from then on, while
-//!   the streams already open may run for a long time yet.
+//!   handed back as unprocessed, like the own client does. A connection
+//!   counts as closed from its first GOAWAY or IO error, or once its stream
+//!   ids run out, not only once its task ends: h2 refuses new streams from
+//!   then on, while the streams already open may run for a long time yet.
 //! - HTTP/1.1: `hyper::client::conn::http1` (origin-form target, `Host` from
 //!   the URI), its connection future on a task of its own. A connection is
 //!   kept after an answer by the own codec's rule (not `Connection: close`,
@@ -186,7 +187,9 @@ impl CratesH2 {
             // request (a header HTTP/2 forbids), as any connection would, or
             // this connection, whose stream ids ran out after `ready` (another
             // request took the last one in between). `poll_ready` tells which:
-            // it fails at once on a connection with no id left.
+            // it fails at once on a connection with no id left. (A bad
+            // request that took the last id comes back too, and fails as it
+            // should on the fresh connection the pool sends it on.)
             Err(e) if !e.is_io() && e.reason().is_none() => {
                 let ready = std::future::poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await;
                 if let Poll::Ready(Err(_)) = ready {

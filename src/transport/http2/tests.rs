@@ -320,6 +320,7 @@ fn used_up_stream_ids_hand_the_queued_requests_back() {
     const LAST: u32 = (1 << 31) - 1;
     let mut c = conn(1024);
     let (w, _) = waker();
+    let (late, woken) = waker();
     feed(&mut c, &settings(&[(setting::MAX_CONCURRENT_STREAMS, 1)]));
     out_frames(&mut c);
     c.skip_stream_ids_to(LAST - 2);
@@ -330,10 +331,18 @@ fn used_up_stream_ids_hand_the_queued_requests_back() {
         "the limit of one holds two back"
     );
     assert!(c.accepts_streams());
+    assert!(poll(&mut c, keys[2], &late).is_pending());
+    let mut wakers = Vec::new();
+    c.take_wakers(&mut wakers);
     feed(&mut c, &response(LAST - 2, 200, b""));
     assert_eq!(opened(&mut c), [LAST], "the last id goes to the next one");
     assert!(matches!(poll(&mut c, keys[0], &w), Poll::Ready(Ok(_))));
-    let f = failure(poll(&mut c, keys[2], &w));
+    // The one handed back is woken, so its caller sees it at once.
+    wakers.clear();
+    c.take_wakers(&mut wakers);
+    wakers.into_iter().for_each(Waker::wake);
+    assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+    let f = failure(poll(&mut c, keys[2], &late));
     assert!(f.unprocessed.is_some(), "never sent, so resendable");
     assert!(
         f.message.contains("stream ids are used up"),
