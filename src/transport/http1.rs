@@ -228,6 +228,13 @@ pub(crate) fn parse_head(buf: &[u8], cache: &mut HeaderCache) -> Result<Option<H
             }
             map.append(name, value);
         }
+        if http10 && te_chunked.is_some() {
+            // RFC 9112 §6.1: the framing is faulty, whatever else the head
+            // says (hyper refuses it too).
+            return Err(Http1Error::Protocol(
+                "an HTTP/1.0 answer with Transfer-Encoding (faulty framing)".into(),
+            ));
+        }
         let framing = body_framing(status, te_chunked, length);
         let mut response = Response::new(());
         *response.status_mut() = status;
@@ -628,6 +635,14 @@ mod tests {
         let h =
             head("HTTP/1.0 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 0\r\n\r\n");
         assert!(!h.keep_alive);
+        // HTTP/1.0 with Transfer-Encoding: faulty framing (RFC 9112 §6.1).
+        let mut cache = HeaderCache::new();
+        let faulty =
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(
+            parse_head(faulty.as_bytes(), &mut cache),
+            Err(Http1Error::Protocol(_))
+        ));
     }
 
     #[test]

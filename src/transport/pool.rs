@@ -23,15 +23,16 @@
 //!   them; idle ones wait in a lock-free bounded queue (crossbeam `ArrayQueue`).
 //!
 //! Invariants: a slot is (re)connected by one task at a time; an idle HTTP/1.1
-//! connection is checked for a close before reuse once it has been idle for
-//! [`H1_PROBE_AFTER`], and a request whose reused connection turns out closed
-//! before any byte of the answer is sent once more on a fresh connection;
+//! connection is checked (one non-blocking read) before every reuse, and one
+//! the server closed or sent bytes on since its last answer is dropped, so
+//! stray bytes are never read as the next request's answer; a request whose
+//! reused connection turns out closed before any byte of the answer is sent
+//! once more on a fresh connection;
 //! answers are read to the end (bounded) before a connection goes back to the
 //! idle list.
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -59,11 +60,6 @@ use crate::telemetry;
 /// A TLS connection as hyper-rustls hands it over.
 type TlsIo = tokio_rustls::client::TlsStream<TokioIo<TokioIo<TcpStream>>>;
 
-/// An HTTP/1.1 connection idle for at least this long is checked for a close
-/// (one non-blocking read) before it carries a request; one used more recently
-/// is trusted, and a close found while sending is retried once (see `send_h1`).
-pub(crate) const H1_PROBE_AFTER: Duration = Duration::from_millis(250);
-
 const UNKNOWN: u8 = 0;
 const H1: u8 = 1;
 const H2: u8 = 2;
@@ -79,8 +75,6 @@ enum Conn {
 /// One open HTTP/1.1 connection and what it counts while it lives.
 struct H1Stream {
     conn: H1Handle<TlsIo>,
-    /// When it last finished an exchange (or opened).
-    idle_since: std::time::Instant,
     _open: telemetry::ConnectionGuard,
     _count: OpenCount,
 }
@@ -273,7 +267,6 @@ impl Connector {
             };
             Ok(Conn::H1(Box::new(H1Stream {
                 conn,
-                idle_since: std::time::Instant::now(),
                 _open: telemetry::ConnectionGuard::new("http1"),
                 _count: count,
             })))
@@ -287,14 +280,15 @@ struct H1Conn {
 }
 
 impl H1Conn {
-    /// Can carry a request: reusable after its last answer and, once idle for
-    /// [`H1_PROBE_AFTER`], not closed by the server since.
+    /// Can carry a request: reusable after its last answer, and neither
+    /// closed by the server nor sent bytes nobody asked for since. Checked
+    /// before every reuse, however short the idle: bytes that arrive after
+    /// an answer (a second answer from a faulty server, say) would otherwise
+    /// be read as the next request's answer, and every answer after it would
+    /// belong to the request before (a 410 pinned on the wrong device). The
+    /// check is a non-blocking read, at most one system call.
     fn is_open(&mut self) -> bool {
-        if self.stream.idle_since.elapsed() >= H1_PROBE_AFTER {
-            self.stream.conn.is_open()
-        } else {
-            self.stream.conn.is_reusable()
-        }
+        self.stream.conn.is_open()
     }
 }
 
@@ -498,7 +492,6 @@ impl HostPool {
             Err(e) => return Err(h1_error(&self.host, e)),
         };
         if conn.stream.conn.is_reusable() {
-            conn.stream.idle_since = std::time::Instant::now();
             self.idle(conn);
         }
         Ok(resp)
