@@ -3,7 +3,8 @@
 //! server side: HPACK bombs (a table size update past our limit, a header list
 //! far past it), endless CONTINUATION, WINDOW_UPDATE past 2^31-1, SETTINGS and
 //! PING floods (read and unread), RST floods, DATA for reset streams, frames
-//! over the max size, a peer that never opens its window, and GOAWAY.
+//! over the max size, a peer that never opens its window, GOAWAY, and bytes
+//! streamed after a connection error.
 //!
 //! Each must end with a bounded error for the requests it touched (within
 //! the request timeout the transport applies, on a paused clock), bounded
@@ -15,7 +16,10 @@
 //! Found here: a PING or SETTINGS flood from a server that never read our
 //! acknowledgements grew the client's output buffer without end (the two
 //! unread-flood tests ran out of memory); the driver now stops reading while
-//! `MAX_UNWRITTEN` bytes of output wait.
+//! `MAX_UNWRITTEN` bytes of output wait. A failed connection whose GOAWAY
+//! could not be written kept reading what the server streamed into its
+//! buffer (nothing consumed it) until the next timer; it now reads nothing
+//! more and ends after the close grace.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -311,6 +315,44 @@ async fn a_settings_flood_from_a_server_that_never_reads_is_bounded() {
 #[tokio::test(start_paused = true)]
 async fn a_ping_flood_from_a_server_that_never_reads_is_bounded() {
     unread_flood(server_frame(kind::PING, 0, 0, &[7; 8])).await;
+}
+
+/// A server that makes the connection fail, never reads (so our GOAWAY
+/// cannot be written) and then streams bytes: the failed connection takes
+/// nothing more in, and its driver ends after the close grace.
+#[tokio::test(start_paused = true)]
+async fn bytes_after_a_connection_error_are_not_taken_in() {
+    bounded(async {
+        // 64 octets each way: the client's preface, SETTINGS and window
+        // update fill its side, so nothing more of it can be written.
+        let (client, server) = tokio::io::duplex(64);
+        let (guard, ended) = tokio::sync::oneshot::channel::<()>();
+        let conn = Http2Conn::start(client, Config { max_body: 1024 }, guard);
+        let (_unread, mut w) = tokio::io::split(server);
+        let start = tokio::time::Instant::now();
+        let written = Arc::new(AtomicUsize::new(0));
+        let count = written.clone();
+        let server = tokio::spawn(async move {
+            // A PING on a stream: a connection error (PROTOCOL_ERROR).
+            let mut b = server_frame(kind::PING, 0, 1, &[0; 8]);
+            while count.load(Ordering::Relaxed) < 8 << 20 && w.write_all(&b).await.is_ok() {
+                count.fetch_add(b.len(), Ordering::Relaxed);
+                b = vec![0; 4096];
+            }
+        });
+        let ended = tokio::time::timeout(Duration::from_secs(5), ended).await;
+        let w = written.load(Ordering::Relaxed);
+        assert!(w < 64 * 1024, "the failed connection took in {w} bytes");
+        assert!(ended.is_ok(), "the driver still holds the connection");
+        assert!(
+            start.elapsed() <= super::super::CLOSE_GRACE,
+            "ended {:?} after the error",
+            start.elapsed()
+        );
+        assert!(conn.is_closed());
+        server.await.unwrap();
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -28,7 +28,9 @@
 //! server that leaves our SETTINGS unacknowledged for [`SETTINGS_TIMEOUT`], or
 //! a keep-alive PING unanswered for [`PING_TIMEOUT`], fails the connection;
 //! reading pauses while [`MAX_UNWRITTEN`] bytes of our output wait (a server
-//! that floods frames to acknowledge and never reads gets backpressure).
+//! that floods frames to acknowledge and never reads gets backpressure);
+//! once the connection has failed (or is done) it reads nothing more, and its
+//! last frames get [`CLOSE_GRACE`] to be written before the driver stops.
 
 pub(crate) mod conn;
 pub(crate) mod frame;
@@ -144,6 +146,7 @@ impl Http2Conn {
             timer: Box::pin(tokio::time::sleep(SETTINGS_TIMEOUT)),
             awaiting_settings: true,
             awaiting_pong: false,
+            closing: false,
             unflushed: false,
             hold: None,
             done: false,
@@ -218,6 +221,9 @@ struct Driver<S, G> {
     awaiting_settings: bool,
     /// A PING is out and the timer runs to its deadline.
     awaiting_pong: bool,
+    /// The connection is finished and the timer runs to the end of the
+    /// close grace.
+    closing: bool,
     /// Bytes were written and not flushed yet (TLS may hold them).
     unflushed: bool,
     /// Output waiting one turn of the scheduler to be written with more
@@ -286,11 +292,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin, G> Driver<S, G> {
         if self.awaiting_settings {
             self.awaiting_settings = false;
             if self.shared.conn.lock().settings_pending() {
-                // Fails the connection; the loop writes the GOAWAY and ends,
-                // or the next tick ends it after the grace.
+                // Fails the connection; the loop arms the close grace, writes
+                // the GOAWAY and ends, or the next tick ends it after the grace.
                 self.shared
                     .run(|c| c.settings_timed_out(SETTINGS_TIMEOUT), false);
-                self.timer.as_mut().reset(now + CLOSE_GRACE);
             } else {
                 self.timer
                     .as_mut()
@@ -344,6 +349,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin, G: Unpin> Future for Driver<S, G> {
                 c.take_output(&mut this.wbuf);
                 finished
             };
+            if finished && !this.closing {
+                // However it came to an end (a connection error, a timeout,
+                // GOAWAY, abandoned), its last frames get the grace, no more.
+                this.closing = true;
+                let end = tokio::time::Instant::now() + CLOSE_GRACE;
+                this.timer.as_mut().reset(end);
+            }
             // Write coalescing: fresh output (requests the callers just
             // encoded) waits one turn of the scheduler, so that the callers
             // that run in that turn add theirs and one write carries them
@@ -380,7 +392,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin, G: Unpin> Future for Driver<S, G> {
             }
             // Backpressure: while the server does not take what we owe it,
             // read nothing more (the write above is registered for wake-up).
-            let read = if this.wbuf.len() >= MAX_UNWRITTEN {
+            // A finished connection reads nothing at all: it takes no more
+            // input, so what came would only pile up in `rbuf`.
+            let read = if finished || this.wbuf.len() >= MAX_UNWRITTEN {
                 Ok(None)
             } else {
                 this.read(cx)
