@@ -16,7 +16,8 @@
 //!   so the decoder's table stays in step with the server's;
 //! - at most the server's `SETTINGS_MAX_CONCURRENT_STREAMS` streams are open,
 //!   and one until its first SETTINGS frame arrives;
-//!   further requests wait in a queue (the engine bounds how many);
+//!   further requests wait in a queue (the engine bounds how many), which a
+//!   cancelled one leaves at once (a server may allow 0 streams);
 //! - DATA is sent within both send windows, and the server's DATA is accepted
 //!   within ours (connection window credited back as it is read; a stream's
 //!   window is never credited, since it exceeds the largest body accepted);
@@ -102,8 +103,6 @@ enum Slot {
         req: Request<Bytes>,
         waker: Option<Waker>,
     },
-    /// The caller went away while it was queued; freed when dequeued.
-    Cancelled,
     /// On the wire as `stream`.
     Open { stream: u32, waker: Option<Waker> },
     /// Finished; the caller has not picked the outcome up yet.
@@ -286,17 +285,23 @@ impl Connection {
                 self.free.push(key);
                 Poll::Ready(outcome)
             }
-            Slot::Free | Slot::Cancelled => Poll::Ready(Err(lost())),
+            Slot::Free => Poll::Ready(Err(lost())),
         }
     }
 
-    /// The caller of `key` went away: its stream is reset (CANCEL) if open.
+    /// The caller of `key` went away: its stream is reset (CANCEL) if open;
+    /// if queued, it leaves the queue at once (a server may allow 0 streams,
+    /// and then nothing is ever dequeued).
     pub(crate) fn cancel(&mut self, key: usize) {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
         match slot {
-            Slot::Queued { .. } => *slot = Slot::Cancelled,
+            Slot::Queued { .. } => {
+                *slot = Slot::Free;
+                self.free.push(key);
+                self.queue.retain(|&k| k != key);
+            }
             Slot::Open { stream, .. } => {
                 let id = *stream;
                 *slot = Slot::Free;
@@ -310,7 +315,7 @@ impl Connection {
                 *slot = Slot::Free;
                 self.free.push(key);
             }
-            Slot::Free | Slot::Cancelled => {}
+            Slot::Free => {}
         }
     }
 
@@ -847,17 +852,13 @@ impl Connection {
         self.next_id = id;
     }
 
-    /// Takes the request out of a queued slot (freeing a cancelled one).
+    /// Takes the request out of a queued slot.
     fn take_queued(&mut self, key: usize) -> Option<Request<Bytes>> {
         let slot = self.slots.get_mut(key)?;
         match std::mem::replace(slot, Slot::Free) {
             Slot::Queued { req, waker } => {
                 *slot = Slot::Open { stream: 0, waker };
                 Some(req)
-            }
-            Slot::Cancelled => {
-                self.free.push(key);
-                None
             }
             other => {
                 *slot = other;

@@ -183,6 +183,26 @@ fn settings(values: &[(u16, u32)]) -> Vec<u8> {
     b.to_vec()
 }
 
+/// The server now allows `max` streams; the client's output is drained.
+fn stream_limit(c: &mut Connection, max: u32) {
+    feed(c, &settings(&[(setting::MAX_CONCURRENT_STREAMS, max)]));
+    out_frames(c);
+}
+
+/// Submits `n` requests without a body; their keys.
+fn submit_n(c: &mut Connection, n: usize) -> Vec<usize> {
+    (0..n).map(|_| c.submit(request(b"")).unwrap()).collect()
+}
+
+/// A connection whose server allows `max` streams, and the keys of `n`
+/// requests submitted on it (those it opened are in its output).
+fn queued(max: u32, n: usize) -> (Connection, Vec<usize>) {
+    let mut c = conn(1024);
+    stream_limit(&mut c, max);
+    let keys = submit_n(&mut c, n);
+    (c, keys)
+}
+
 fn poll(c: &mut Connection, key: usize, w: &Waker) -> Poll<Result<http::Response<Bytes>, Failure>> {
     c.poll_response(key, w)
 }
@@ -252,11 +272,8 @@ fn bytes_one_at_a_time_give_the_same_answer() {
 
 #[test]
 fn the_servers_stream_limit_queues_requests() {
-    let mut c = conn(1024);
+    let (mut c, keys) = queued(1, 3);
     let (w, _) = waker();
-    feed(&mut c, &settings(&[(setting::MAX_CONCURRENT_STREAMS, 1)]));
-    out_frames(&mut c);
-    let keys: Vec<usize> = (0..3).map(|_| c.submit(request(b"")).unwrap()).collect();
     let fs = out_frames(&mut c);
     assert_eq!(fs.len(), 1);
     assert_eq!(fs[0].0.stream, 1);
@@ -279,11 +296,42 @@ fn the_servers_stream_limit_queues_requests() {
 #[test]
 fn one_stream_until_the_servers_settings_arrive() {
     let mut c = conn(1024);
-    let _keys: Vec<usize> = (0..3).map(|_| c.submit(request(b"")).unwrap()).collect();
+    let _keys = submit_n(&mut c, 3);
     assert_eq!(opened(&mut c), [1]);
     // SETTINGS that name no limit: the rest open (up to our cap of 100).
     feed(&mut c, &settings(&[(setting::INITIAL_WINDOW_SIZE, 65_535)]));
     assert_eq!(opened(&mut c), [3, 5]);
+}
+
+/// A server may allow 0 streams (RFC 9113 §5.1.2): every request queues.
+/// Cancelled ones leave the queue at once (they used to stay, marked, until
+/// popped, which a limit of 0 never does), so an abandoned connection whose
+/// callers all went away is finished, and their slots are used again.
+#[test]
+fn cancelled_requests_leave_the_queue_at_a_limit_of_0() {
+    let (mut c, keys) = queued(0, 4);
+    let (w, _) = waker();
+    assert!(opened(&mut c).is_empty(), "a limit of 0 opens nothing");
+    c.cancel(keys[1]);
+    assert!(out_frames(&mut c).is_empty(), "nothing to reset");
+    // The others still wait, in order, and open when the limit grows.
+    feed(&mut c, &settings(&[(setting::MAX_CONCURRENT_STREAMS, 1)]));
+    for (stream, key) in [(1, keys[0]), (3, keys[2]), (5, keys[3])] {
+        assert_eq!(opened(&mut c), [stream]);
+        feed(&mut c, &response(stream, 200, b""));
+        assert!(matches!(poll(&mut c, key, &w), Poll::Ready(Ok(_))));
+    }
+
+    stream_limit(&mut c, 0);
+    let keys = submit_n(&mut c, 100);
+    keys.iter().for_each(|&k| c.cancel(k));
+    // Their slots are free: the next ones take them, none is added.
+    let again = submit_n(&mut c, 100);
+    assert!(again.iter().all(|k| keys.contains(k)), "{again:?}");
+    again.iter().for_each(|&k| c.cancel(k));
+    assert!(opened(&mut c).is_empty());
+    c.abandon();
+    assert!(c.is_finished(), "nothing is open or queued");
 }
 
 #[test]
@@ -321,10 +369,9 @@ fn used_up_stream_ids_hand_the_queued_requests_back() {
     let mut c = conn(1024);
     let (w, _) = waker();
     let (late, woken) = waker();
-    feed(&mut c, &settings(&[(setting::MAX_CONCURRENT_STREAMS, 1)]));
-    out_frames(&mut c);
+    stream_limit(&mut c, 1);
     c.skip_stream_ids_to(LAST - 2);
-    let keys: Vec<usize> = (0..3).map(|_| c.submit(request(b"")).unwrap()).collect();
+    let keys = submit_n(&mut c, 3);
     assert_eq!(
         opened(&mut c),
         [LAST - 2],
@@ -604,7 +651,7 @@ fn failing_below_http_returns_unsent_requests() {
 fn the_connection_window_is_credited_back() {
     let mut c = conn(1 << 20);
     let (w, _) = waker();
-    let keys: Vec<usize> = (0..2).map(|_| c.submit(request(b"")).unwrap()).collect();
+    let keys = submit_n(&mut c, 2);
     out_frames(&mut c);
     let chunk = vec![b'x'; 16_384];
     let mut updates = 0u64;
