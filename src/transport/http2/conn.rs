@@ -18,7 +18,9 @@
 //!   and one until its first SETTINGS frame arrives;
 //!   further requests wait in a queue (the engine bounds how many), which a
 //!   cancelled one leaves at once (a server may allow 0 streams);
-//! - DATA is sent within both send windows, and the server's DATA is accepted
+//! - DATA is sent within both send windows, which never exceed 2^31-1 (a
+//!   WINDOW_UPDATE or an INITIAL_WINDOW_SIZE change that would take one past
+//!   it is a FLOW_CONTROL_ERROR), and the server's DATA is accepted
 //!   within ours (connection window credited back as it is read; a stream's
 //!   window is never credited, since it exceeds the largest body accepted);
 //! - an answer body is at most `max_body` bytes, a header block at most
@@ -689,8 +691,13 @@ impl Connection {
         for (id, v) in values {
             match id {
                 setting::HEADER_TABLE_SIZE => self.enc.set_max_table_size(v as usize),
-                setting::ENABLE_PUSH if v > 1 => {
-                    return self.conn_error(Reason::PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH above 1")
+                // A server must not enable push (RFC 9113 §6.5.2): 1 is an
+                // error from it, as is any value but 0 or 1 from anyone.
+                setting::ENABLE_PUSH if v != 0 => {
+                    return self.conn_error(
+                        Reason::PROTOCOL_ERROR,
+                        format!("SETTINGS_ENABLE_PUSH {v} from the server"),
+                    )
                 }
                 setting::MAX_CONCURRENT_STREAMS => {
                     grew |= v as usize > self.peer_max_streams;
@@ -706,8 +713,17 @@ impl Connection {
                     }
                     let delta = v - self.peer_initial_window;
                     self.peer_initial_window = v;
+                    let mut over = false;
                     for s in self.streams.values_mut() {
                         s.send_window += delta;
+                        over |= s.send_window > MAX_WINDOW;
+                    }
+                    if over {
+                        // RFC 9113 §6.9.2: a connection error.
+                        return self.conn_error(
+                            Reason::FLOW_CONTROL_ERROR,
+                            "SETTINGS_INITIAL_WINDOW_SIZE took a stream's send window above 2^31-1",
+                        );
                     }
                     grew |= delta > 0;
                 }

@@ -614,19 +614,56 @@ fn connection_errors_fail_every_exchange() {
             "20000 bytes",
         ),
     ] {
-        let mut c = conn(1024);
-        let (w, _) = waker();
-        let open = c.submit(request(b"")).unwrap();
-        out_frames(&mut c);
-        feed(&mut c, &bytes);
-        let fs = out_frames(&mut c);
-        let last = fs.last().expect("GOAWAY");
-        assert_eq!(last.0.kind, kind::GOAWAY, "{what}");
-        assert_eq!(last.1[4..], reason.0.to_be_bytes(), "{what}");
-        let f = failure(poll(&mut c, open, &w));
-        assert!(f.message.contains(what), "{what}: {}", f.message);
-        assert!(c.is_finished());
+        connection_error(&bytes, reason, what);
     }
+}
+
+/// `bytes`, fed with stream 1 open, are a connection error: GOAWAY with
+/// `reason`, and stream 1's exchange fails with a message naming `what`.
+fn connection_error(bytes: &[u8], reason: Reason, what: &str) {
+    let mut c = conn(1024);
+    let (w, _) = waker();
+    let open = c.submit(request(b"")).unwrap();
+    out_frames(&mut c);
+    feed(&mut c, bytes);
+    let fs = out_frames(&mut c);
+    let last = fs.last().expect("GOAWAY");
+    assert_eq!(last.0.kind, kind::GOAWAY, "{what}");
+    assert_eq!(last.1[4..], reason.0.to_be_bytes(), "{what}");
+    let f = failure(poll(&mut c, open, &w));
+    assert!(f.message.contains(what), "{what}: {}", f.message);
+    assert!(c.is_finished());
+}
+
+/// SETTINGS a client must refuse: ENABLE_PUSH other than 0 from a server
+/// (RFC 9113 §6.5.2; they used to be taken unless above 1), and an
+/// INITIAL_WINDOW_SIZE that takes an open stream's send window past 2^31-1
+/// (§6.9.2; it used to be applied).
+#[test]
+fn settings_that_enable_push_or_overflow_a_window_are_connection_errors() {
+    for v in [1, 2] {
+        let b = settings(&[(setting::ENABLE_PUSH, v)]);
+        connection_error(&b, Reason::PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH");
+    }
+    let mut c = conn(1024);
+    feed(&mut c, &settings(&[(setting::ENABLE_PUSH, 0)]));
+    assert!(c.accepts_streams(), "ENABLE_PUSH 0 is fine");
+
+    // Stream 1's window raised to exactly 2^31-1, then one more by SETTINGS.
+    let inc: u32 = 0x7fff_ffff - 65_535;
+    let mut b = server_frame(kind::WINDOW_UPDATE, 0, 1, &inc.to_be_bytes());
+    b.extend(settings(&[(setting::INITIAL_WINDOW_SIZE, 65_536)]));
+    connection_error(&b, Reason::FLOW_CONTROL_ERROR, "stream's send window");
+    // Up to 2^31-1 is fine, and so is a window that shrinks.
+    let mut c = conn(1024);
+    c.submit(request(b"")).unwrap();
+    feed(
+        &mut c,
+        &server_frame(kind::WINDOW_UPDATE, 0, 1, &inc.to_be_bytes()),
+    );
+    feed(&mut c, &settings(&[(setting::INITIAL_WINDOW_SIZE, 65_535)]));
+    feed(&mut c, &settings(&[(setting::INITIAL_WINDOW_SIZE, 0)]));
+    assert!(c.accepts_streams());
 }
 
 #[test]
