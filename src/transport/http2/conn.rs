@@ -20,7 +20,8 @@
 //!   cancelled one leaves at once (a server may allow 0 streams);
 //! - DATA is sent within both send windows, which never exceed 2^31-1 (a
 //!   WINDOW_UPDATE or an INITIAL_WINDOW_SIZE change that would take one past
-//!   it is a FLOW_CONTROL_ERROR), and the server's DATA is accepted
+//!   it is a FLOW_CONTROL_ERROR); a body waiting for its own stream's window
+//!   holds up no other, and the server's DATA is accepted
 //!   within ours (connection window credited back as it is read; a stream's
 //!   window is never credited, since it exceeds the largest body accepted);
 //! - an answer body is at most `max_body` bytes, a header block at most
@@ -308,7 +309,7 @@ impl Connection {
                 let id = *stream;
                 *slot = Slot::Free;
                 self.free.push(key);
-                if self.streams.remove(&id).is_some() && self.failed.is_none() {
+                if self.remove_stream(id).is_some() && self.failed.is_none() {
                     frame::put_rst_stream(&mut self.out, id, Reason::CANCEL);
                 }
                 self.open_queued();
@@ -649,7 +650,7 @@ impl Connection {
             return self.conn_error(Reason::PROTOCOL_ERROR, "RST_STREAM on stream 0");
         }
         let reason = Reason(code);
-        let Some(mut s) = self.streams.remove(&head.stream) else {
+        let Some(mut s) = self.remove_stream(head.stream) else {
             return self.unknown_stream(head.stream, "RST_STREAM");
         };
         let f = match s.req.take() {
@@ -781,7 +782,7 @@ impl Connection {
             .filter(|&id| id > last)
             .collect();
         for id in refused {
-            if let Some(mut s) = self.streams.remove(&id) {
+            if let Some(mut s) = self.remove_stream(id) {
                 let f = match s.req.take() {
                     Some(req) => Failure::unprocessed(TransportErrorKind::Broken, why.clone(), req),
                     None => Failure::new(TransportErrorKind::Broken, why.clone()),
@@ -868,6 +869,12 @@ impl Connection {
         self.next_id = id;
     }
 
+    /// How many streams wait for send window to send their body.
+    #[cfg(test)]
+    pub(crate) fn blocked_streams(&self) -> usize {
+        self.blocked.len()
+    }
+
     /// Takes the request out of a queued slot.
     fn take_queued(&mut self, key: usize) -> Option<Request<Bytes>> {
         let slot = self.slots.get_mut(key)?;
@@ -941,14 +948,27 @@ impl Connection {
         true
     }
 
-    /// Sends bodies that were waiting for window, in order.
+    /// Sends bodies that were waiting for window, in order, as far as the
+    /// connection window allows. Flow control is per stream (RFC 9113
+    /// §5.2): a stream still without window of its own keeps its place and
+    /// the ones behind it go on. Called whenever a window grows, so a body
+    /// that can go never waits.
     fn unblock(&mut self) {
-        while let Some(&id) = self.blocked.front() {
+        for id in std::mem::take(&mut self.blocked) {
             if !self.send_body(id) {
-                break;
+                self.blocked.push_back(id);
             }
-            self.blocked.pop_front();
         }
+    }
+
+    /// Takes stream `id` out of the connection's records (its body, if some
+    /// is unsent, no longer waits for window).
+    fn remove_stream(&mut self, id: u32) -> Option<Stream> {
+        let s = self.streams.remove(&id)?;
+        if !s.unsent.is_empty() {
+            self.blocked.retain(|&b| b != id);
+        }
+        Some(s)
     }
 
     /// The answer on `id` is complete.
@@ -962,7 +982,7 @@ impl Connection {
             let m = format!("an answer body of {got} bytes, its content-length {n}");
             return self.stream_error(id, Reason::PROTOCOL_ERROR, m);
         }
-        let Some(s) = self.streams.remove(&id) else {
+        let Some(s) = self.remove_stream(id) else {
             return;
         };
         if !s.unsent.is_empty() {
@@ -982,7 +1002,7 @@ impl Connection {
     /// Resets stream `id` and ends its exchange with `message`.
     fn stream_error(&mut self, id: u32, reason: Reason, message: String) {
         frame::put_rst_stream(&mut self.out, id, reason);
-        if let Some(s) = self.streams.remove(&id) {
+        if let Some(s) = self.remove_stream(id) {
             self.complete(
                 s.slot,
                 Err(Failure::new(TransportErrorKind::Protocol, message)),

@@ -194,13 +194,25 @@ fn submit_n(c: &mut Connection, n: usize) -> Vec<usize> {
     (0..n).map(|_| c.submit(request(b"")).unwrap()).collect()
 }
 
+/// A connection whose server sent SETTINGS with `values`, output drained.
+fn settled(values: &[(u16, u32)]) -> Connection {
+    let mut c = conn(1024);
+    feed(&mut c, &settings(values));
+    out_frames(&mut c);
+    c
+}
+
 /// A connection whose server allows `max` streams, and the keys of `n`
 /// requests submitted on it (those it opened are in its output).
 fn queued(max: u32, n: usize) -> (Connection, Vec<usize>) {
-    let mut c = conn(1024);
-    stream_limit(&mut c, max);
+    let mut c = settled(&[(setting::MAX_CONCURRENT_STREAMS, max)]);
     let keys = submit_n(&mut c, n);
     (c, keys)
+}
+
+/// The server's WINDOW_UPDATE of `inc` on `stream`.
+fn window_update(stream: u32, inc: u32) -> Vec<u8> {
+    server_frame(kind::WINDOW_UPDATE, 0, stream, &inc.to_be_bytes())
 }
 
 fn poll(c: &mut Connection, key: usize, w: &Waker) -> Poll<Result<http::Response<Bytes>, Failure>> {
@@ -439,18 +451,13 @@ fn resets_refused_is_unprocessed_other_codes_are_not() {
 
 #[test]
 fn bodies_wait_for_send_window() {
-    let mut c = conn(1024);
+    let mut c = settled(&[(setting::INITIAL_WINDOW_SIZE, 3)]);
     let (w, _) = waker();
-    feed(&mut c, &settings(&[(setting::INITIAL_WINDOW_SIZE, 3)]));
-    out_frames(&mut c);
     let key = c.submit(request(b"wake")).unwrap();
     let fs = out_frames(&mut c);
     assert_eq!(fs[1].0.kind, kind::DATA);
     assert_eq!((fs[1].1.as_slice(), fs[1].0.flags), (&b"wak"[..], 0));
-    feed(
-        &mut c,
-        &server_frame(kind::WINDOW_UPDATE, 0, 1, &10u32.to_be_bytes()),
-    );
+    feed(&mut c, &window_update(1, 10));
     let fs = out_frames(&mut c);
     assert_eq!(
         (fs[0].1.as_slice(), fs[0].0.flags),
@@ -458,6 +465,39 @@ fn bodies_wait_for_send_window() {
     );
     feed(&mut c, &response(1, 200, b""));
     assert!(matches!(poll(&mut c, key, &w), Poll::Ready(Ok(_))));
+}
+
+/// Flow control is per stream (RFC 9113 §5.2): a body waiting for its own
+/// stream's window holds up no other. (The first blocked stream used to
+/// stop every body queued behind it.) A stream that goes away leaves the
+/// list of blocked ones.
+#[test]
+fn a_stream_without_window_does_not_hold_up_the_others() {
+    let mut c = settled(&[(setting::INITIAL_WINDOW_SIZE, 0)]);
+    let (w, _) = waker();
+    let keys: Vec<usize> = [&b"one"[..], b"two", b"three"]
+        .into_iter()
+        .map(|b| c.submit(request(b)).unwrap())
+        .collect();
+    assert_eq!(opened(&mut c), [1, 3, 5], "HEADERS only: no window");
+    assert_eq!(c.blocked_streams(), 3);
+    feed(&mut c, &window_update(3, 10));
+    let fs = out_frames(&mut c);
+    assert_eq!(fs.len(), 1, "{fs:?}");
+    assert_eq!((fs[0].0.kind, fs[0].0.stream), (kind::DATA, 3));
+    assert_eq!(
+        (fs[0].1.as_slice(), fs[0].0.flags),
+        (&b"two"[..], flag::END_STREAM)
+    );
+    feed(&mut c, &response(3, 200, b""));
+    assert!(matches!(poll(&mut c, keys[1], &w), Poll::Ready(Ok(_))));
+    // Stream 1 goes away still blocked; stream 5's body goes when it may.
+    c.cancel(keys[0]);
+    assert_eq!(c.blocked_streams(), 1);
+    feed(&mut c, &window_update(5, 10));
+    let fs = out_frames(&mut c);
+    assert_eq!((fs[1].0.kind, fs[1].0.stream), (kind::DATA, 5));
+    assert_eq!(c.blocked_streams(), 0);
 }
 
 #[test]
@@ -600,7 +640,7 @@ fn connection_errors_fail_every_exchange() {
             "multiple of 6",
         ),
         (
-            server_frame(kind::WINDOW_UPDATE, 0, 0, &0x7fff_ffffu32.to_be_bytes()),
+            window_update(0, 0x7fff_ffff),
             Reason::FLOW_CONTROL_ERROR,
             "above 2^31-1",
         ),
@@ -651,16 +691,13 @@ fn settings_that_enable_push_or_overflow_a_window_are_connection_errors() {
 
     // Stream 1's window raised to exactly 2^31-1, then one more by SETTINGS.
     let inc: u32 = 0x7fff_ffff - 65_535;
-    let mut b = server_frame(kind::WINDOW_UPDATE, 0, 1, &inc.to_be_bytes());
+    let mut b = window_update(1, inc);
     b.extend(settings(&[(setting::INITIAL_WINDOW_SIZE, 65_536)]));
     connection_error(&b, Reason::FLOW_CONTROL_ERROR, "stream's send window");
     // Up to 2^31-1 is fine, and so is a window that shrinks.
     let mut c = conn(1024);
     c.submit(request(b"")).unwrap();
-    feed(
-        &mut c,
-        &server_frame(kind::WINDOW_UPDATE, 0, 1, &inc.to_be_bytes()),
-    );
+    feed(&mut c, &window_update(1, inc));
     feed(&mut c, &settings(&[(setting::INITIAL_WINDOW_SIZE, 65_535)]));
     feed(&mut c, &settings(&[(setting::INITIAL_WINDOW_SIZE, 0)]));
     assert!(c.accepts_streams());
