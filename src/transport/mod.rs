@@ -89,7 +89,8 @@ pub struct TransportConfig {
     pub webpki_roots: bool,
     /// Most hosts with a pool at once. Default 1024.
     pub max_hosts: usize,
-    /// Largest answer body read, in bytes. Default 64 KiB.
+    /// Largest answer body read, in bytes. Default 64 KiB; at most
+    /// [`MAX_RESPONSE_BODY`] (1 MiB), which [`Transport::new`] enforces.
     pub max_response_body: usize,
 }
 
@@ -214,12 +215,23 @@ pub(crate) fn is_tls_error(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|i| i.is::<rustls::Error>())
 }
 
+/// The largest [`TransportConfig::max_response_body`]: the HTTP/2 client's
+/// stream receive window (1 MiB), which it never credits back, so a longer
+/// answer could never arrive.
+pub const MAX_RESPONSE_BODY: usize = http2::conn::STREAM_WINDOW as usize;
+
 /// The transport could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportBuildError {
     /// TLS setup failed.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
+    /// [`TransportConfig::max_response_body`] is above [`MAX_RESPONSE_BODY`].
+    #[error(
+        "max_response_body of {0} bytes is above the limit of {MAX_RESPONSE_BODY} bytes \
+         (1 MiB, the HTTP/2 stream receive window): a longer answer could never arrive"
+    )]
+    MaxResponseBody(usize),
 }
 
 /// Sends requests over pooled rustls connections. Cheap to clone.
@@ -244,6 +256,9 @@ impl std::fmt::Debug for Transport {
 impl Transport {
     /// Builds a transport. No connection is opened until the first request.
     pub fn new(cfg: TransportConfig) -> Result<Self, TransportBuildError> {
+        if cfg.max_response_body > MAX_RESPONSE_BODY {
+            return Err(TransportBuildError::MaxResponseBody(cfg.max_response_body));
+        }
         let cfg = Arc::new(cfg);
         let tcp = pool::TcpConnect { cfg: cfg.clone() };
         let https = tls::https_connector(&cfg.extra_ca, cfg.webpki_roots, cfg.http, tcp)?;
@@ -376,7 +391,26 @@ fn pool_key(host: &str, port: u16) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::content_length_value;
+    use super::{content_length_value, Transport, TransportBuildError, TransportConfig};
+    use super::{http2, MAX_RESPONSE_BODY};
+
+    /// The HTTP/2 client never credits a stream's receive window back, so an
+    /// answer longer than it would hang (its DATA stops at the window); a
+    /// limit above it used to be taken and is now refused.
+    #[test]
+    fn a_response_body_limit_above_the_stream_window_is_refused() {
+        assert_eq!(MAX_RESPONSE_BODY, http2::conn::STREAM_WINDOW as usize);
+        let cfg = |max_response_body| TransportConfig {
+            max_response_body,
+            ..TransportConfig::default()
+        };
+        assert!(Transport::new(cfg(MAX_RESPONSE_BODY)).is_ok());
+        let e = Transport::new(cfg(MAX_RESPONSE_BODY + 1)).unwrap_err();
+        assert!(matches!(e, TransportBuildError::MaxResponseBody(n) if n == MAX_RESPONSE_BODY + 1));
+        let m = e.to_string();
+        assert!(m.contains("max_response_body of 1048577 bytes"), "{m}");
+        assert!(m.contains("limit of 1048576 bytes"), "{m}");
+    }
 
     #[test]
     fn content_length_is_digits_only() {

@@ -23,7 +23,8 @@
 //!   it is a FLOW_CONTROL_ERROR); a body waiting for its own stream's window
 //!   holds up no other, and the server's DATA is accepted
 //!   within ours (connection window credited back as it is read; a stream's
-//!   window is never credited, since it exceeds the largest body accepted);
+//!   window is never credited, since no body accepted exceeds it:
+//!   `Transport::new` refuses a larger `max_response_body`);
 //! - an answer body is at most `max_body` bytes, a header block at most
 //!   [`MAX_HEADER_BLOCK`] bytes, and an answer whose DATA does not add up to
 //!   its `content-length` fails its stream (RFC 9113 §8.1.1);
@@ -42,8 +43,9 @@ use super::frame::{self, flag, kind, setting, FrameHead, Reason, HEAD_LEN, MAX_W
 use super::hpack::{Decoder, Encoder};
 use crate::transport::TransportErrorKind;
 
-/// Our stream receive window (`SETTINGS_INITIAL_WINDOW_SIZE`): larger than any
-/// body we accept, so a stream never needs a WINDOW_UPDATE.
+/// Our stream receive window (`SETTINGS_INITIAL_WINDOW_SIZE`): at least any
+/// body we accept (`Transport::new` refuses a `max_response_body` above it),
+/// so a stream never needs a WINDOW_UPDATE.
 pub(crate) const STREAM_WINDOW: u32 = 1 << 20;
 /// Our connection receive window, raised from 65,535 at the start.
 pub(crate) const CONN_WINDOW: u32 = 4 << 20;
