@@ -19,6 +19,13 @@ use fleetwake::emulator::{EmulatorConfig, EmulatorHandle};
 const RATE: u64 = 300;
 const BURST: u64 = 30;
 
+/// One test at a time. Each runs three or four fleetwake processes and
+/// asserts on the spacing of arrivals at the emulator; four of them at once
+/// on a slow 2-core machine delayed sends enough to bunch their arrivals
+/// (338 in one second against a budget of 330 admitted, session 10), which
+/// measures the machine, not the budget.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn emulator() -> EmulatorHandle {
     common::emulator_with(EmulatorConfig {
         record_arrivals: true,
@@ -117,6 +124,7 @@ async fn one_result_each(js: &async_nats::jetstream::Context, n: &Names, keys: u
 /// every wake ends with one result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_out_and_instance_loss_keep_one_budget() {
+    let _serial = SERIAL.lock().await;
     let emu = emulator().await;
     let js = js().await;
     let n = names("budget3");
@@ -185,6 +193,7 @@ async fn scale_out_and_instance_loss_keep_one_budget() {
 /// three go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttle_seen_by_one_instance_pauses_all_of_them() {
+    let _serial = SERIAL.lock().await;
     let emu = emulator().await;
     let js = js().await;
     let n = names("budgetpause");
@@ -296,6 +305,7 @@ impl Drop for OwnNats {
 /// still holds; when NATS is back the run completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_away_for_10_s_keeps_the_budget_and_the_run_completes() {
+    let _serial = SERIAL.lock().await;
     let emu = emulator().await;
     let t0 = (Instant::now(), Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
@@ -391,6 +401,7 @@ async fn nats_away_for_10_s_keeps_the_budget_and_the_run_completes() {
 /// the same per-second maximum as one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_serve_replicas_share_one_budget() {
+    let _serial = SERIAL.lock().await;
     use common::serve::*;
     let emu = emulator().await;
     let n = names("budgetserve");
